@@ -1,0 +1,146 @@
+"""Shared test helpers: fixture paths, tiny random RoboPoint models, and hand-assembled fixture checkpoints.
+
+`tests/fixtures/original/` is a copy of the parity fixtures produced by the ORIGINAL RoboPoint code (see its
+README in the shared folder): tiny checkpoints in the LLaVA format and their reference inputs/outputs.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+FIXTURES = Path(__file__).parent / "fixtures"
+ORIGINAL = FIXTURES / "original"
+QUESTION = (
+    "Find a few spots within the vacant area on the rightmost white plate.\nYour answer should be formatted as a list "
+    "of tuples, i.e. [(x1, y1), (x2, y2), ...], where each tuple contains the x and y coordinates of a point "
+    "satisfying the conditions above. The coordinates should be between 0 and 1, indicating the normalized pixel "
+    "locations of the points in the image."
+)
+
+
+def tiny_config(projector_type: str = "mlp2x_gelu", text_overrides: dict | None = None, **overrides):
+    """A RoboPoint config small enough for unit tests: 28px images (4 image positions), real 32000-token vocab."""
+    from robopoint_hf import RoboPointConfig
+
+    vision = dict(
+        model_type="clip_vision_model",
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=28,
+        patch_size=14,
+    )
+    text = dict(
+        model_type="llama",
+        vocab_size=32000,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=0,
+    )
+    text.update(text_overrides or {})
+    kwargs = dict(vision_config=vision, text_config=text, projector_type=projector_type, image_seq_length=4)
+    kwargs.update(overrides)
+    return RoboPointConfig(**kwargs)
+
+
+def tiny_model(projector_type: str = "mlp2x_gelu", seed: int = 0, text_overrides: dict | None = None, **overrides):
+    from robopoint_hf import RoboPointForConditionalGeneration
+
+    torch.manual_seed(seed)
+    model = RoboPointForConditionalGeneration(tiny_config(projector_type, text_overrides, **overrides)).eval()
+    # HF's 0.02-std init gives near-uniform logits; a wider init makes greedy decoding decisive and comparable.
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if parameter.dim() == 2:
+                parameter.normal_(0, 1 / parameter.shape[1] ** 0.5 if "embed" not in name else 1.0)
+    return model
+
+
+def fixture_tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(ORIGINAL / "vicuna-mlp2x-full")
+
+
+def tiny_processor(prompt_template: str = "vicuna_v1"):
+    from robopoint_hf import RoboPointImageProcessor, RoboPointProcessor
+
+    return RoboPointProcessor(
+        RoboPointImageProcessor(size=28), fixture_tokenizer(), prompt_template=prompt_template, image_seq_length=4
+    )
+
+
+def read_ref(checkpoint: str, mode: str, stem: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    folder = ORIGINAL / "refs" / checkpoint / mode
+    return json.loads((folder / f"{stem}.json").read_text()), load_file(folder / f"{stem}.safetensors")
+
+
+def expand_image_ids(ids: list[int], image_token_id: int = 32000, length: int = 576) -> list[int]:
+    """The original's ids carry one -200 per image; ours carry `length` placeholder ids."""
+    return [token for i in ids for token in ([image_token_id] * length if i == -200 else [i])]
+
+
+def assemble_fixture_model(name: str):
+    """Builds a RoboPoint model from a fixture checkpoint by hand (the converter automates this).
+
+    Like the original loader, the CLIP weights come from `mm_vision_tower` (the tiny CLIP folder), not from the
+    unused copy inside the checkpoint; weights are stored fp16 and compared in fp32.
+    """
+    from robopoint_hf import RoboPointConfig, RoboPointForConditionalGeneration
+
+    folder = ORIGINAL / name
+    original = json.loads((folder / "config.json").read_text())
+    state = {}
+    for file in sorted(glob.glob(str(folder / "*.bin"))):
+        state.update(torch.load(file, map_location="cpu", weights_only=True))
+    for file in sorted(glob.glob(str(folder / "*.safetensors"))):
+        state.update(load_file(file))
+    clip_folder = ORIGINAL / "clip-vit-tiny-patch14-336"
+    text_keys = (
+        "vocab_size hidden_size intermediate_size num_hidden_layers num_attention_heads num_key_value_heads "
+        "max_position_embeddings rms_norm_eps rope_theta"
+    ).split()
+    config = RoboPointConfig(
+        vision_config=json.loads((clip_folder / "config.json").read_text()),
+        text_config={"model_type": "llama", **{key: original[key] for key in text_keys}},
+        projector_type=original["mm_projector_type"],
+    )
+    model = RoboPointForConditionalGeneration(config)
+    projector = {"0.": "linear_1.", "2.": "linear_2."}
+    weights = {}
+    for key, tensor in state.items():
+        if key.startswith("model.vision_tower."):
+            continue
+        if key.startswith("model.mm_projector."):
+            rest = key.removeprefix("model.mm_projector.")
+            rest = projector[rest[:2]] + rest[2:] if rest[:2] in projector else "linear_1." + rest
+            weights["model.multi_modal_projector." + rest] = tensor
+        elif key.startswith("model."):
+            weights["model.language_model." + key.removeprefix("model.")] = tensor
+        else:
+            weights[key] = tensor
+    for key, tensor in load_file(clip_folder / "model.safetensors").items():
+        weights["model.vision_tower." + key.removeprefix("vision_model.")] = tensor
+    model.load_state_dict({key: tensor.float() for key, tensor in weights.items()}, strict=True)
+    return model.float().eval()
+
+
+@pytest.fixture(scope="session")
+def vicuna_full():
+    return assemble_fixture_model("vicuna-mlp2x-full")
+
+
+@pytest.fixture(scope="session")
+def llama2_linear():
+    return assemble_fixture_model("llama2-linear-full")
