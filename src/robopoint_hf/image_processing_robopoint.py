@@ -68,7 +68,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         array = np.asarray(image, dtype=np.float64)
         top = 65535.0 if image.mode.startswith("I;16") else max(float(array.max(initial=0)), 1.0)
-        image = Image.fromarray(np.clip(array * (255.0 / top), 0, 255).astype(np.uint8), mode="L")
+        image = Image.fromarray(np.clip(array * (255.0 / top), 0, 255).astype(np.uint8))
     return image.convert("RGB")
 
 
@@ -128,7 +128,7 @@ class RoboPointImageProcessor(BaseImageProcessor):
         """The RGB ``size`` x ``size`` image the vision tower sees (before rescaling/normalising)."""
         image = to_rgb(load_image(image))
         if self.image_aspect_ratio == "pad":
-            image = expand_to_square(image, self.background_color)
+            return self._pad_and_resize(image)
         width, height = image.size
         # Shortest edge -> size, the other edge rounded down as transformers' get_resize_output_image_size does.
         if width <= height:
@@ -137,11 +137,28 @@ class RoboPointImageProcessor(BaseImageProcessor):
             new_size = (int(self.size * width / height), self.size)
         if new_size != image.size:
             image = image.resize(new_size, resample=Image.Resampling.BICUBIC)
-        if image.size != (self.size, self.size):
-            left = (image.width - self.size) // 2
-            top = (image.height - self.size) // 2
-            image = image.crop((left, top, left + self.size, top + self.size))
-        return image
+        left = (image.width - self.size) // 2
+        top = (image.height - self.size) // 2
+        return image.crop((left, top, left + self.size, top + self.size))
+
+    def _pad_and_resize(self, image: Image.Image) -> Image.Image:
+        """``expand_to_square`` then a bicubic resize to ``size``, skipping the work on the padding of wide images.
+
+        PIL resizes in two separable passes, horizontal then vertical, with a uint8 intermediate. For a wide image
+        the padding is whole rows of one colour, whose horizontal pass is that colour again; so we run the
+        horizontal pass on the image rows only, pad the narrow intermediate, and run the vertical pass. The
+        result is bit-identical to resizing the padded square (tested on random sizes), and wide photos -- the
+        common camera case -- skip most of the horizontal work.
+        """
+        width, height = image.size
+        size = self.size
+        if width <= height:  # square or tall: the padding shares rows with the image, nothing to skip
+            square = expand_to_square(image, self.background_color)
+            return square if square.size == (size, size) else square.resize((size, size), Image.Resampling.BICUBIC)
+        rows = image if width == size else image.resize((size, height), Image.Resampling.BICUBIC)
+        intermediate = Image.new("RGB", (size, width), self.background_color)
+        intermediate.paste(rows, (0, (width - height) // 2))
+        return intermediate if width == size else intermediate.resize((size, size), Image.Resampling.BICUBIC)
 
     def normalize_image(self, image: Image.Image) -> np.ndarray:
         """uint8 HWC -> float32 CHW, ``(x / 255 - mean) / std`` in the original's float32 arithmetic."""
@@ -150,13 +167,23 @@ class RoboPointImageProcessor(BaseImageProcessor):
         std = np.asarray(self.image_std, dtype=np.float32)
         return ((array - mean) / std).transpose(2, 0, 1)
 
+    def _lookup_table(self) -> np.ndarray:
+        """``[3, 256]`` table of :meth:`normalize_image` for every uint8 value: one gather per pixel, same floats."""
+        levels = np.arange(256, dtype=np.uint8).reshape(1, 256, 1).repeat(3, axis=2)
+        return self.normalize_image(Image.fromarray(levels))[:, 0, :]
+
     def preprocess(self, images, return_tensors: str | None = None, **kwargs) -> BatchFeature:
         """Preprocesses one image or a list of images (PIL, numpy, or file paths) of any sizes and modes."""
         if kwargs:
             raise TypeError(f"Unexpected arguments for RoboPointImageProcessor: {', '.join(sorted(kwargs))}.")
         if not isinstance(images, (list, tuple)):
             images = [images]
-        pixel_values = np.stack([self.normalize_image(self.to_model_image(image)) for image in images])
+        lookup = self._lookup_table()
+        pixel_values = np.empty((len(images), 3, self.size, self.size), dtype=np.float32)
+        for index, image in enumerate(images):
+            array = np.asarray(self.to_model_image(image))
+            for channel in range(3):
+                pixel_values[index, channel] = lookup[channel][array[:, :, channel]]
         return BatchFeature(data={"pixel_values": pixel_values}, tensor_type=return_tensors)
 
     def __call__(self, images, return_tensors: str | None = None, **kwargs) -> BatchFeature:

@@ -118,6 +118,9 @@ class RoboPointProcessor(ProcessorMixin):
         Returns:
             [`BatchFeature`] with ``input_ids``, ``attention_mask`` and, with images, ``pixel_values``.
         """
+        for modality in ("videos", "audio"):
+            if kwargs.pop(modality, None) is not None:
+                raise ValueError(f"RoboPoint takes images and text only, not {modality}.")
         kwargs.pop("padding", None)  # we always pad a batch to its longest row
         kwargs.pop("images_kwargs", None)
         kwargs.pop("text_kwargs", None)
