@@ -20,9 +20,6 @@ from safetensors.torch import load_file, save_file
 
 ORIGINAL = Path(__file__).parent / "fixtures" / "original"
 ATOL = 1e-4
-# RoboPointImageProcessor currently normalises in a different float order than CLIPImageProcessor (max 4.8e-7,
-# reported to its owner); the plain-LLaVA export's LlavaImageProcessorPil reproduces the original bit for bit.
-ROBOPOINT_PIXEL_ATOL = 1e-6
 IMAGE_TOKEN_ID = 32000
 NUM_IMAGE_TOKENS = 576
 VOCAB = 32000
@@ -124,16 +121,16 @@ def converted(tmp_path_factory) -> dict[tuple[str, str], Path]:
 
 
 @pytest.mark.parametrize(("checkpoint", "model_base", "mode"), PRIMARY_CASES)
-def test_direct_load_matches_original(checkpoint, model_base, mode, converted):
+def test_direct_load_matches_original(checkpoint, model_base, mode):
+    """`from_pretrained` on the ORIGINAL folder converts in memory; nothing is written next to it."""
     from robopoint_hf import RoboPointForConditionalGeneration, RoboPointProcessor
-    from robopoint_hf.original_checkpoint import load_original
 
-    config, state_dict, _ = load_original(ORIGINAL / checkpoint, model_base=_base(model_base))
-    model = RoboPointForConditionalGeneration(config)
-    model.load_state_dict(state_dict, strict=True)
+    before = sorted(path.name for path in (ORIGINAL / checkpoint).iterdir())
+    model = RoboPointForConditionalGeneration.from_pretrained(ORIGINAL / checkpoint, model_base=_base(model_base))
     # The prompts of the references contain `<image>`, so the processor's own template is not used.
-    processor = RoboPointProcessor.from_pretrained(converted[checkpoint, "robopoint"])
-    _check_against_refs(model, processor, checkpoint, mode, ROBOPOINT_PIXEL_ATOL)
+    processor = RoboPointProcessor.from_pretrained(ORIGINAL / checkpoint, model_base=_base(model_base))
+    assert sorted(path.name for path in (ORIGINAL / checkpoint).iterdir()) == before
+    _check_against_refs(model, processor, checkpoint, mode)
 
 
 @pytest.mark.parametrize(("checkpoint", "model_base", "mode"), CASES)
@@ -144,7 +141,7 @@ def test_converted_folder_matches_original(checkpoint, model_base, mode, convert
     model = AutoModelForImageTextToText.from_pretrained(folder, trust_remote_code=True, dtype=torch.float32)
     assert type(model).__name__ == "RoboPointForConditionalGeneration"
     processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
-    _check_against_refs(model, processor, checkpoint, mode, ROBOPOINT_PIXEL_ATOL)
+    _check_against_refs(model, processor, checkpoint, mode)
     _check_batch(model, processor, checkpoint, mode)
 
 

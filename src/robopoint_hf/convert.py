@@ -180,20 +180,28 @@ def _generation_config(config, suppress_tokens: list[int] | None = None):
 
 def _save_robopoint_files(checkpoint: OriginalCheckpoint, config, out: Path) -> None:
     """Config + model code with auto_map, processor (tokenizer, image processor, chat template), generation config."""
-    from transformers import AutoTokenizer
     from transformers.dynamic_module_utils import custom_object_save
 
     from .auto import register_auto_classes
-    from .image_processing_robopoint import RoboPointImageProcessor
     from .modeling_robopoint import RoboPointForConditionalGeneration
-    from .processing_robopoint import RoboPointProcessor
 
     register_auto_classes()
     with torch.device("meta"):
         meta_model = RoboPointForConditionalGeneration(config)
     custom_object_save(meta_model, out, config=config)  # copies modeling code, adds the model's auto_map entry
     config.save_pretrained(out)
-    processor = RoboPointProcessor(
+    processor_for_original(checkpoint, config).save_pretrained(out)
+    _generation_config(config).save_pretrained(out)
+
+
+def processor_for_original(checkpoint: OriginalCheckpoint, config):
+    """The `RoboPointProcessor` of an original checkpoint: its tokenizer, its CLIP preprocessing, its template."""
+    from transformers import AutoTokenizer
+
+    from .image_processing_robopoint import RoboPointImageProcessor
+    from .processing_robopoint import RoboPointProcessor
+
+    return RoboPointProcessor(
         image_processor=RoboPointImageProcessor(
             image_aspect_ratio=config.image_aspect_ratio, **_image_processor_kwargs(checkpoint)
         ),
@@ -202,8 +210,15 @@ def _save_robopoint_files(checkpoint: OriginalCheckpoint, config, out: Path) -> 
         image_token_id=config.image_token_id,
         image_seq_length=config.image_seq_length,
     )
-    processor.save_pretrained(out)
-    _generation_config(config).save_pretrained(out)
+
+
+def load_original_processor(
+    src: str | os.PathLike, model_base: str | os.PathLike | None = None, vision_tower: str | os.PathLike | None = None
+):
+    """`RoboPointProcessor` for an original-format folder or Hub id, built in memory (nothing written)."""
+    checkpoint = open_original(src, model_base=model_base, vision_tower=vision_tower)
+    config = build_config(checkpoint, "robopoint", default_prompt_template(src))
+    return processor_for_original(checkpoint, config)
 
 
 def _save_llava_files(checkpoint: OriginalCheckpoint, config, out: Path, prompt_template: str) -> None:

@@ -181,6 +181,37 @@ class RoboPointForConditionalGeneration(RoboPointPreTrainedModel, LlavaForCondit
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.post_init()
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, model_base=None, vision_tower=None, **kwargs):
+        """:meth:`~transformers.PreTrainedModel.from_pretrained`, also reading ORIGINAL RoboPoint/LLaVA checkpoints.
+
+        An original-format folder or Hub id (``model_type: "llava_llama"``) is converted in memory, nothing written
+        to disk. Args beyond the usual ones:
+
+        model_base (`str`, *optional*): base language model of a LoRA or projector-only original checkpoint.
+        vision_tower (`str`, *optional*): CLIP folder or Hub id, defaulting to the checkpoint's ``mm_vision_tower``.
+        """
+        loader = _original_checkpoint_module(pretrained_model_name_or_path)
+        if loader is None:
+            if model_base is not None or vision_tower is not None:
+                raise ValueError(
+                    f"model_base/vision_tower only apply to original-format checkpoints; "
+                    f"{pretrained_model_name_or_path} is not one."
+                )
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None) or torch.float32
+        unsupported = sorted(key for key in ("device_map", "quantization_config") if kwargs.get(key) is not None)
+        if unsupported or args:
+            raise ValueError(
+                f"{', '.join(unsupported) or 'positional arguments'} cannot be used while converting an original "
+                f"checkpoint on the fly; run `robopoint convert {pretrained_model_name_or_path} OUT` and load OUT."
+            )
+        config, state_dict, _ = loader.load_original(
+            pretrained_model_name_or_path, model_base=model_base, vision_tower=vision_tower, dtype=dtype
+        )
+        # transformers' own loader with an in-memory state dict: no random init, buffers built properly.
+        return super().from_pretrained(None, config=config, state_dict=state_dict, dtype=dtype, **kwargs)
+
     @torch.no_grad()
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Projected image features ``[num_images, image_seq_length, hidden]``, reusable via ``image_features=``."""
@@ -270,6 +301,19 @@ def quantization_config(bits: int, compute_dtype: torch.dtype | None = None):
             llm_int8_skip_modules=skip,
         )
     raise ValueError(f"bits must be 4 or 8, got {bits}.")
+
+
+def _original_checkpoint_module(path):
+    """The package's reader of original-format checkpoints when `path` is one, else None.
+
+    Hub copies of this file run without the package installed; they then load converted folders only (the import
+    sits in a try block, which transformers' remote-code import check skips).
+    """
+    try:
+        from robopoint_hf import original_checkpoint
+    except ImportError:
+        return None
+    return original_checkpoint if original_checkpoint.is_original_checkpoint(path) else None
 
 
 # In-memory name prefix -> canonical llava-hf checkpoint prefix (what llava-hf repos, vLLM and SGLang read).

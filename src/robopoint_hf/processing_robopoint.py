@@ -63,6 +63,22 @@ class RoboPointProcessor(ProcessorMixin):
             chat_template = get_chat_template(prompt_template)
         super().__init__(image_processor, tokenizer, chat_template=chat_template)
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, model_base=None, vision_tower=None, **kwargs):
+        """:meth:`~transformers.ProcessorMixin.from_pretrained`, also reading ORIGINAL RoboPoint checkpoints.
+
+        For an original-format folder or Hub id the tokenizer comes from the checkpoint (LoRA: from ``model_base``)
+        and the image preprocessing from its CLIP tower (``vision_tower``, default ``mm_vision_tower``).
+        """
+        try:
+            from robopoint_hf.convert import load_original_processor
+            from robopoint_hf.original_checkpoint import is_original_checkpoint
+        except ImportError:  # a Hub copy of this file, without the package: converted folders only
+            is_original_checkpoint = None
+        if is_original_checkpoint is not None and is_original_checkpoint(pretrained_model_name_or_path):
+            return load_original_processor(pretrained_model_name_or_path, model_base, vision_tower)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
     @property
     def uses_known_template(self) -> bool:
         return template_name_of(self.chat_template) is not None
