@@ -224,14 +224,15 @@ def test_device_map_auto_with_offload(tmp_path):
 @pytest.mark.parametrize("bits", [8, 4])
 def test_bitsandbytes_cpu_loading_keeps_vision_and_projector(tmp_path, bits):
     pytest.importorskip("bitsandbytes")
+    from transformers import BitsAndBytesConfig
+
     from robopoint_hf import RoboPointForConditionalGeneration
-    from robopoint_hf.modeling_robopoint import quantization_config
 
     model = tiny_model(text_overrides={"hidden_size": 128, "intermediate_size": 256})  # >= one 4-bit block
     model.save_pretrained(tmp_path)
-    quantized = RoboPointForConditionalGeneration.from_pretrained(
-        tmp_path, quantization_config=quantization_config(bits)
-    )
+    # A plain bitsandbytes config: the vision tower and projector stay unquantized by default.
+    config = BitsAndBytesConfig(load_in_8bit=True) if bits == 8 else BitsAndBytesConfig(load_in_4bit=True)
+    quantized = RoboPointForConditionalGeneration.from_pretrained(tmp_path, quantization_config=config)
     layer = quantized.model.language_model.layers[0].self_attn.q_proj
     assert type(layer).__name__ == ("Linear8bitLt" if bits == 8 else "Linear4bit")
     assert type(quantized.model.multi_modal_projector.linear_1) is torch.nn.Linear
@@ -287,3 +288,13 @@ def _fixture_processor(template: str):
 
     tokenizer = AutoTokenizer.from_pretrained(Path(ORIGINAL) / "vicuna-mlp2x-full")
     return RoboPointProcessor(RoboPointImageProcessor(), tokenizer, prompt_template=template)
+
+
+def test_original_only_arguments_are_rejected_elsewhere(tmp_path):
+    from robopoint_hf import RoboPointForConditionalGeneration
+
+    tiny_model().save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="only apply to original-format checkpoints"):
+        RoboPointForConditionalGeneration.from_pretrained(tmp_path, model_base="vicuna-base")
+    with pytest.raises(ValueError, match="device_map cannot be used while converting an original checkpoint"):
+        RoboPointForConditionalGeneration.from_pretrained(ORIGINAL / "llama2-linear-full", device_map="auto")

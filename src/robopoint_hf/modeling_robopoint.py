@@ -198,6 +198,7 @@ class RoboPointForConditionalGeneration(RoboPointPreTrainedModel, LlavaForCondit
                     f"model_base/vision_tower only apply to original-format checkpoints; "
                     f"{pretrained_model_name_or_path} is not one."
                 )
+            _keep_vision_unquantized(kwargs.get("quantization_config"))
             return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None) or torch.float32
         unsupported = sorted(key for key in ("device_map", "quantization_config") if kwargs.get(key) is not None)
@@ -281,6 +282,15 @@ class RoboPointForConditionalGeneration(RoboPointPreTrainedModel, LlavaForCondit
         )
 
 
+UNQUANTIZED_MODULES = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
+
+
+def _keep_vision_unquantized(config) -> None:
+    """A bitsandbytes config without an explicit skip list quantizes the language model only (see below)."""
+    if config is not None and hasattr(config, "llm_int8_skip_modules") and config.llm_int8_skip_modules is None:
+        config.llm_int8_skip_modules = list(UNQUANTIZED_MODULES)
+
+
 def quantization_config(bits: int, compute_dtype: torch.dtype | None = None):
     """bitsandbytes config for 4-bit (NF4, double quantization) or 8-bit loading of the language model.
 
@@ -289,7 +299,7 @@ def quantization_config(bits: int, compute_dtype: torch.dtype | None = None):
     """
     from transformers import BitsAndBytesConfig
 
-    skip = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
+    skip = list(UNQUANTIZED_MODULES)
     if bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
     if bits == 4:
