@@ -11,6 +11,7 @@ from .auto import register_auto_classes
 from .configuration_robopoint import RoboPointConfig
 from .image_processing_robopoint import RoboPointImageProcessor
 from .modeling_robopoint import RoboPointForConditionalGeneration
+from .pipeline_robopoint import RoboPointPipeline
 from .processing_robopoint import RoboPointProcessor
 
 __version__ = "0.1.0"
@@ -21,6 +22,7 @@ __all__ = [
     "RoboPointConfig",
     "RoboPointForConditionalGeneration",
     "RoboPointImageProcessor",
+    "RoboPointPipeline",
     "RoboPointProcessor",
     "register_auto_classes",
 ]

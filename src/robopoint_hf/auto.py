@@ -12,7 +12,8 @@ _registered = False
 
 
 def register_auto_classes() -> None:
-    """Registers config, model, image processor and processor under ``model_type="robopoint"``."""
+    """Registers config, model, image processor and processor under ``model_type="robopoint"``, and the
+    ``"robopoint"`` pipeline task."""
     global _registered
     if _registered:
         return
@@ -27,6 +28,7 @@ def register_auto_classes() -> None:
     from .configuration_robopoint import RoboPointConfig
     from .image_processing_robopoint import RoboPointImageProcessor
     from .modeling_robopoint import RoboPointForConditionalGeneration
+    from .pipeline_robopoint import register_pipeline
     from .processing_robopoint import RoboPointProcessor
 
     AutoConfig.register("robopoint", RoboPointConfig, exist_ok=True)
@@ -41,6 +43,7 @@ def register_auto_classes() -> None:
     RoboPointForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
     RoboPointImageProcessor.register_for_auto_class("AutoImageProcessor")
     RoboPointProcessor.register_for_auto_class("AutoProcessor")
+    register_pipeline()  # pipeline("robopoint", model=...)
     _registered = True
 
 

@@ -88,33 +88,15 @@ def tokenize_conversation(
             "The conversation has no assistant answer to train on (or the chat template has no {% generation %} "
             "markers)."
         )
-    tokenizer = processor.tokenizer
-    bos = tokenizer.bos_token_id
-    image_ids = [processor.image_token_id] * processor.image_seq_length
-    input_ids: list[int] = []
+    input_ids, offsets = processor.tokenize_prompt(rendered, return_offsets=True)
     supervised: list[bool] = []
     covered = [False] * len(spans)
-    piece_start = 0
-    keep_bos = None  # decided by the first piece, as in tokenize_prompt
-    for index, piece in enumerate(rendered.split(processor.image_token)):
-        if index:
-            input_ids.extend(image_ids)
-            supervised.extend([False] * len(image_ids))
-        encoding = tokenizer(piece, add_special_tokens=True, return_offsets_mapping=True)
-        ids, offsets = list(encoding["input_ids"]), list(encoding["offset_mapping"])
-        if keep_bos is None:
-            keep_bos = bos is not None and ids[:1] == [bos]
-        elif keep_bos and ids[:1] == [bos]:
-            ids, offsets = ids[1:], offsets[1:]
-        for token, (start, end) in zip(ids, offsets, strict=True):
-            input_ids.append(token)
-            position = piece_start + start
-            # Zero-width tokens (BOS) carry no text, so they never belong to an answer.
-            hit = next((k for k, (s, e) in enumerate(spans) if s <= position < e), None) if end > start else None
-            supervised.append(hit is not None)
-            if hit is not None:
-                covered[hit] = True
-        piece_start += len(piece) + len(processor.image_token)
+    for start, end in offsets:
+        # Zero-width tokens (BOS, image placeholders) carry no text, so they never belong to an answer.
+        hit = next((k for k, (s, e) in enumerate(spans) if s <= start < e), None) if end > start else None
+        supervised.append(hit is not None)
+        if hit is not None:
+            covered[hit] = True
     if not all(covered):
         missing = [k for k, flag in enumerate(covered) if not flag]
         raise ValueError(f"Assistant answer(s) {missing} produced no token; check the chat template.")

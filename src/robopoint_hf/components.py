@@ -36,7 +36,7 @@ def load_projector_state_dict(path: str | os.PathLike, projector_type: str) -> d
     Returns:
         `dict[str, torch.Tensor]`: weights keyed relative to the projector module.
     """
-    from .original_checkpoint import _projector_target
+    from .original_checkpoint import projector_target
 
     state = torch.load(path, map_location="cpu", weights_only=True)
     prefix = "model.multi_modal_projector."
@@ -44,7 +44,7 @@ def load_projector_state_dict(path: str | os.PathLike, projector_type: str) -> d
     for key, tensor in state.items():
         if "mm_projector." not in key:
             raise ValueError(f"{path}: unexpected key {key!r}; a projector file holds only '...mm_projector.*' keys.")
-        target = _projector_target(key.split("mm_projector.", 1)[1], projector_type, f"{path}:{key}")
+        target = projector_target(key.split("mm_projector.", 1)[1], projector_type, f"{path}:{key}")
         weights[target.removeprefix(prefix)] = tensor
     return weights
 

@@ -134,11 +134,26 @@ class RoboPointModel(RoboPointPreTrainedModel, LlavaModel):
                     f"{self.config.image_seq_length}); every <image> in the text needs exactly one image."
                 )
             inputs_embeds = inputs_embeds.masked_scatter(image_mask.unsqueeze(-1).to(inputs_embeds.device), features)
+        elif self.training and _zero3_enabled():
+            # Under DeepSpeed ZeRO-3 every rank must run the same modules (their weights are gathered collectively):
+            # a text-only batch still runs the vision tower, on a blank image, and adds its features times zero.
+            size = self.config.vision_config.image_size
+            blank = inputs_embeds.new_zeros(1, 3, size, size)
+            features = self.get_image_features(pixel_values=blank, return_dict=True).pooler_output[0]
+            inputs_embeds = inputs_embeds + 0.0 * features.sum()
         outputs = self.language_model(
             attention_mask=attention_mask, position_ids=position_ids, inputs_embeds=inputs_embeds, **kwargs
         )
         image_outputs = mm_encoder_outputs.get("image") if mm_encoder_outputs else None
         return LlavaModelOutputWithPast(**outputs, image_outputs=image_outputs)
+
+
+def _zero3_enabled() -> bool:
+    try:
+        from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+    except ImportError:
+        return False
+    return is_deepspeed_zero3_enabled()
 
 
 def _as_encoder_outputs(image_features) -> dict[str, BaseModelOutputWithPooling]:
@@ -212,6 +227,23 @@ class RoboPointForConditionalGeneration(RoboPointPreTrainedModel, LlavaForCondit
         )
         # transformers' own loader with an in-memory state dict: no random init, buffers built properly.
         return super().from_pretrained(None, config=config, state_dict=state_dict, dtype=dtype, **kwargs)
+
+    @classmethod
+    def from_components(
+        cls, language_model, vision_tower, projector=None, projector_type: str = "mlp2x_gelu", **kwargs
+    ):
+        """Assembles a model for stage-2 training from parts, as RoboPoint training starts: a Llama language model
+        (e.g. Vicuna-v1.5), a CLIP vision tower, and optionally LLaVA's stage-1 ``mm_projector.bin``.
+
+        See :func:`robopoint_hf.components.from_components` for the arguments.
+        """
+        try:  # training-side code, not part of the Hub copy of this file
+            from robopoint_hf.components import from_components
+        except ImportError as error:
+            raise ImportError(
+                "from_components needs the robopoint_hf package: pip install 'robopoint_hf[train]'"
+            ) from error
+        return from_components(language_model, vision_tower, projector, projector_type, **kwargs)
 
     @torch.no_grad()
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:

@@ -531,7 +531,7 @@ def _cast(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return tensor.to(dtype) if tensor.is_floating_point() else tensor
 
 
-def _projector_target(suffix: str, projector_type: str, origin: str) -> str:
+def projector_target(suffix: str, projector_type: str, origin: str) -> str:
     """`0.weight` / `weight` (original projector keys after `mm_projector.`) -> `model.multi_modal_projector.*`."""
     parts = suffix.split(".")
     if projector_type == "linear" and len(parts) == 1:
@@ -582,7 +582,7 @@ class _Planner:
             # PEFT prefixes (`base_model.model.`) as normalised by the original builder.
             key = raw_key.removeprefix("base_model.model.")
             if key.startswith("model.mm_projector."):
-                name = _projector_target(key[len("model.mm_projector.") :], projector_type, origin)
+                name = projector_target(key[len("model.mm_projector.") :], projector_type, origin)
                 self.add(name, stored, raw_key, origin, override=True)
             elif (name := _language_target(key)) is not None:
                 self.add(name, stored, raw_key, origin, override=stored.path.name == "non_lora_trainables.bin")
@@ -601,7 +601,7 @@ class _Planner:
                 self.unused.append(origin)
                 continue
             suffix = key.split("mm_projector.", 1)[1]
-            self.add(_projector_target(suffix, self.checkpoint.projector_type, origin), stored, key, origin)
+            self.add(projector_target(suffix, self.checkpoint.projector_type, origin), stored, key, origin)
 
     def add_vision_file(self, stored: TensorFile) -> None:
         for key in stored.keys():

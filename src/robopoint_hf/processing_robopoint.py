@@ -89,23 +89,38 @@ class RoboPointProcessor(ProcessorMixin):
         content = [{"type": "image"}] * num_images + [{"type": "text", "text": instruction}]
         return self.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
 
-    def tokenize_prompt(self, prompt: str, add_special_tokens: bool = True) -> list[int]:
-        """Original ``tokenizer_image_token``: pieces between ``<image>`` tokenized separately, one BOS kept."""
-        pieces = [
-            self.tokenizer(piece, add_special_tokens=add_special_tokens).input_ids
-            for piece in prompt.split(self.image_token)
-        ]
+    def tokenize_prompt(
+        self, prompt: str, add_special_tokens: bool = True, return_offsets: bool = False
+    ) -> list[int] | tuple[list[int], list[tuple[int, int]]]:
+        """Original ``tokenizer_image_token``: pieces between ``<image>`` tokenized separately, one BOS kept.
+
+        With ``return_offsets=True`` also returns each token's ``(start, end)`` character span in ``prompt``;
+        BOS and image placeholders are zero-width (the training collator uses this to find answer tokens).
+        """
         bos = self.tokenizer.bos_token_id
-        ids: list[int] = []
-        if add_special_tokens and bos is not None and pieces[0][:1] == [bos]:
-            ids.append(bos)
-            pieces = [piece[1:] if piece[:1] == [bos] else piece for piece in pieces]
         image_ids = [self.image_token_id] * self.image_seq_length
-        for index, piece in enumerate(pieces):
+        ids: list[int] = []
+        offsets: list[tuple[int, int]] = []
+        keep_bos = None  # decided by the first piece: one BOS for the whole prompt, or none
+        piece_start = 0
+        for index, piece in enumerate(prompt.split(self.image_token)):
             if index:
                 ids.extend(image_ids)
-            ids.extend(piece)
-        return ids
+                offsets.extend(
+                    [(piece_start - len(self.image_token), piece_start - len(self.image_token))] * len(image_ids)
+                )
+            encoding = self.tokenizer(piece, add_special_tokens=add_special_tokens, return_offsets_mapping=True)
+            piece_ids, piece_offsets = list(encoding["input_ids"]), list(encoding["offset_mapping"])
+            if keep_bos is None:
+                keep_bos = add_special_tokens and bos is not None and piece_ids[:1] == [bos]
+            elif keep_bos and piece_ids[:1] == [bos]:
+                piece_ids, piece_offsets = piece_ids[1:], piece_offsets[1:]
+            ids.extend(piece_ids)
+            offsets.extend(
+                (piece_start + a, piece_start + b) if b > a else (piece_start + a,) * 2 for a, b in piece_offsets
+            )
+            piece_start += len(piece) + len(self.image_token)
+        return (ids, offsets) if return_offsets else ids
 
     # ------------------------------------------------------------------ call
     def __call__(

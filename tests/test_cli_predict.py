@@ -1,0 +1,112 @@
+"""`robopoint predict`: JSON and table output, the annotated image, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+from test_pipeline_robopoint import TWO_POINTS, TWO_POINTS_PROBS, pointing_model
+
+from robopoint_hf.cli import main
+from robopoint_hf.commands import predict
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory):
+    """A saved model whose greedy answer is TWO_POINTS, and a 100x80 image."""
+    folder = tmp_path_factory.mktemp("cli")
+    model, processor = pointing_model(TWO_POINTS, TWO_POINTS_PROBS)
+    model.save_pretrained(folder / "model")
+    processor.save_pretrained(folder / "model")
+    Image.new("RGB", (100, 80), (30, 60, 90)).save(folder / "frame.png")
+    return folder
+
+
+def test_json_output_and_annotated_png_in_a_subprocess(model_folder, tmp_path):
+    saved = tmp_path / "annotated.png"
+    command = [sys.executable, "-m", "robopoint_hf.cli", "predict", "--model", str(model_folder / "model")]
+    command += ["--image", str(model_folder / "frame.png"), "--instruction", "Point to the mug.", "--json"]
+    command += ["--save", str(saved), "--max-points", "1"]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout)
+    score = out["points"][0].pop("score")
+    assert out == {
+        "points": [{"x": 0.56, "y": 0.975, "x_px": 56, "y_px": 78}],
+        "boxes": [],
+        "text": TWO_POINTS,
+        "parse_failed": False,
+    }
+    assert 0.9 < score < 1
+    with Image.open(saved) as annotated:
+        assert annotated.size == (100, 80)
+        assert annotated.getpixel((56, 78)) != (30, 60, 90)  # marker drawn at the kept point
+        assert annotated.getpixel((12, 34)) == (30, 60, 90)  # the dropped point is not drawn
+
+
+def test_table_output(model_folder, capsys):
+    code = main(
+        ["predict", "--model", str(model_folder / "model"), "--image", str(model_folder / "frame.png")]
+        + ["--instruction", "Point to the mug.", "--max-new-tokens", "20"]
+    )
+    assert code == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"answer: {TWO_POINTS}",
+        "  #   x_px   y_px       x       y  score",
+        "  1     12     34   0.120   0.425  0.742",
+        "  2     56     78   0.560   0.975  0.951",
+    ]
+
+
+def test_unparseable_answer_is_reported_not_an_error(model_folder, capsys):
+    code = main(
+        ["predict", "--model", str(model_folder / "model"), "--image", str(model_folder / "frame.png")]
+        + ["--instruction", "Point.", "--max-new-tokens", "1", "--json"]
+    )
+    assert code == 0
+    assert json.loads(capsys.readouterr().out) == {"points": [], "boxes": [], "text": "[(", "parse_failed": True}
+
+
+@pytest.mark.parametrize(
+    "arguments, message, code",
+    [
+        (["--image", "{folder}/frame.png"], "--model is required (no default model is packaged yet)", 2),
+        (
+            ["--model", "{folder}/model", "--image", "{folder}/missing.png"],
+            "Image file not found: {folder}/missing.png",
+            1,
+        ),
+        (
+            ["--model", "{folder}/absent", "--image", "{folder}/frame.png"],
+            "model folder not found: {folder}/absent",
+            1,
+        ),
+        (
+            ["--model", "{folder}/model", "--image", "{folder}/frame.png", "--save", "{folder}/no/dir/out.png"],
+            "cannot write {folder}/no/dir/out.png: its folder does not exist",
+            1,
+        ),
+    ],
+)
+def test_bad_input_is_one_line_naming_it(model_folder, capsys, arguments, message, code):
+    arguments = [argument.format(folder=model_folder) for argument in arguments]
+    assert main(["predict", *arguments, "--instruction", "Point."]) == code
+    assert capsys.readouterr().err == f"robopoint predict: error: {message.format(folder=model_folder)}\n"
+
+
+def test_counts_must_be_positive(model_folder, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "--image", "x.png", "--instruction", "Point.", "--max-points", "0"])
+    assert exit_info.value.code == 2
+    assert "argument --max-points: must be a positive integer, got '0'" in capsys.readouterr().err
+
+
+def test_default_model_is_one_constant():
+    assert predict.DEFAULT_MODEL is None
+    assert predict.DEFAULT_DTYPES["cpu"] == "float32"
