@@ -67,6 +67,33 @@ def tiny_model(projector_type: str = "mlp2x_gelu", seed: int = 0, text_overrides
     return model
 
 
+_BLOCK_PACKAGE = """
+import importlib.abc, sys
+class _Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "robopoint_hf" or name.startswith("robopoint_hf."):
+            raise ImportError("robopoint_hf is blocked in this test")
+sys.meta_path.insert(0, _Block())
+"""
+
+
+def run_without_robopoint_hf(code: str, cwd) -> str:
+    """Runs `code` in a fresh Python where `import robopoint_hf` fails (a Hub user without the package).
+
+    Returns the last line the code printed; fails the test with the subprocess's stderr otherwise.
+    """
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": "", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", _BLOCK_PACKAGE + code], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip().splitlines()[-1]
+
+
 def fixture_tokenizer():
     from transformers import AutoTokenizer
 

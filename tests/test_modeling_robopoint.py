@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import ORIGINAL, QUESTION, expand_image_ids, read_ref, tiny_model, tiny_processor
+from conftest import (
+    ORIGINAL,
+    QUESTION,
+    expand_image_ids,
+    read_ref,
+    run_without_robopoint_hf,
+    tiny_model,
+    tiny_processor,
+)
 from safetensors import safe_open
 from safetensors.torch import load_file
 
@@ -255,12 +261,6 @@ def test_remote_code_folder_loads_without_the_package(tmp_path):
     inputs = _tiny_inputs(processor)
     expected = model.generate(**inputs, max_new_tokens=5, do_sample=False)[0].tolist()
     script = f"""
-import importlib.abc, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "robopoint_hf" or name.startswith("robopoint_hf."):
-            raise ImportError("robopoint_hf is blocked in this test")
-sys.meta_path.insert(0, Block())
 from PIL import Image
 from transformers import AutoModel, AutoModelForImageTextToText, AutoProcessor
 folder = {str(tmp_path)!r}
@@ -273,12 +273,7 @@ images = [Image.new("RGB", (40, 30), (0, 100, 200))]
 inputs = processor(images=images, text=["Point to the mug."], return_tensors="pt")
 print(model.generate(**inputs, max_new_tokens=5, do_sample=False)[0].tolist())
 """
-    env = {**os.environ, "PYTHONPATH": "", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == expected
+    assert json.loads(run_without_robopoint_hf(script, cwd=tmp_path)) == expected
 
 
 def _fixture_processor(template: str):

@@ -10,13 +10,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 from collections.abc import Sequence
 
 import pytest
 import torch
-from conftest import tiny_model, tiny_processor
+from conftest import run_without_robopoint_hf, tiny_model, tiny_processor
 from PIL import Image
 from transformers import pipeline
 
@@ -300,23 +298,13 @@ def test_saved_folder_loads_by_task_and_with_remote_code_only(tmp_path):
         os.listdir(folder)
     )
     script = f"""
-import importlib.abc, json, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "robopoint_hf" or name.startswith("robopoint_hf."):
-            raise ImportError("robopoint_hf is blocked in this test")
-sys.meta_path.insert(0, Block())
+import json
 from transformers import pipeline
 pipe = pipeline(model={str(folder)!r}, trust_remote_code=True, device="cpu")
 assert type(pipe).__name__ == "RoboPointPipeline" and type(pipe).__module__.startswith("transformers_modules")
 print(json.dumps(pipe({str(image_path)!r}, "Point.", max_points=1)))
 """
-    env = {**os.environ, "PYTHONPATH": "", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == expected
+    assert json.loads(run_without_robopoint_hf(script, cwd=tmp_path)) == expected
 
 
 def test_register_pipeline_is_idempotent():
