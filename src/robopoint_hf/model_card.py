@@ -141,11 +141,16 @@ converted models reproduce the original code's float32 logits within 1e-4 and it
 
 ## Results
 
-The RoboPoint paper ({PAPER}, abstract) reports that RoboPoint outperforms GPT-4o and the visual-prompting method
-PIVOT by 21.8% in spatial-affordance prediction accuracy (RoboRefIt / Where2Place) and by 30.5% in downstream task
-success rate; see the paper's results table for the per-benchmark Where2Place numbers of each model. The original
-numbers were produced with `llava_v1` prompts and temperature-0.2 sampling; this card's checkpoint decodes greedily
-by default (`generation_config.json`). Evaluate with `robopoint eval`.
+| benchmark | RoboPoint (paper) | source |
+|---|---|---|
+| Where2Place (100 real images, free-space questions), accuracy % | 46.77 ± 0.45 | {PAPER}, results table |
+
+The paper reports one RoboPoint model and does not say which of the six released variants produced the number; no
+per-variant scores are published. It also reports that RoboPoint outperforms GPT-4o and the visual-prompting method
+PIVOT by 21.8% in spatial-affordance prediction accuracy and by 30.5% in downstream task success rate (abstract).
+The original numbers were produced with `llava_v1` prompts and temperature-0.2 sampling; this card's checkpoint
+decodes greedily by default (`generation_config.json`). Re-evaluate with `robopoint eval where2place` (the metric's
+`original` protocol reproduces the original scorer exactly).
 
 ## Citation
 
