@@ -29,7 +29,7 @@ DEFAULT_DTYPES = {"cpu": "float32", "cuda": "bfloat16", "mps": "float16"}
 """Weight dtype per device when ``--dtype`` is not given: exact float32 on CPU, the usual half types elsewhere."""
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -68,9 +68,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--save", metavar="PNG", help="write the image with the points drawn on it")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     parser.add_argument(
-        "--max-new-tokens", type=_positive_int, metavar="N", help="longest answer (default: the model's)"
+        "--max-new-tokens", type=positive_int, metavar="N", help="longest answer (default: the model's)"
     )
-    parser.add_argument("--max-points", type=_positive_int, metavar="K", help="keep the K highest-scoring points")
+    parser.add_argument("--max-points", type=positive_int, metavar="K", help="keep the K highest-scoring points")
     parser.add_argument(
         "--no-answer-format",
         action="store_true",
@@ -126,7 +126,7 @@ def save_annotated(image, result: dict, path: str) -> None:
     draw_points(image, points, normalized=True, boxes=boxes, numbered=True).save(path)
 
 
-def _looks_like_path(model: str) -> bool:
+def looks_like_path(model: str) -> bool:
     """A Hub id is ``name`` or ``owner/name``; anything else (absolute, ``./``, ``~``, deeper) is a local folder."""
     return model.startswith(("/", ".", "~")) or model.count("/") > 1 or "\\" in model
 
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"--device {device} is not available on this machine")
     if args.save and not os.path.isdir(os.path.dirname(os.path.abspath(args.save))):
         return fail(f"cannot write {args.save}: its folder does not exist")
-    if _looks_like_path(args.model) and not os.path.isdir(os.path.expanduser(args.model)):
+    if looks_like_path(args.model) and not os.path.isdir(os.path.expanduser(args.model)):
         return fail(f"model folder not found: {args.model}")
     bits = 4 if args.load_4bit else 8 if args.load_8bit else None
     try:
