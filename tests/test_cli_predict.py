@@ -110,3 +110,20 @@ def test_counts_must_be_positive(model_folder, capsys):
 def test_default_model_is_one_constant():
     assert predict.DEFAULT_MODEL is None
     assert predict.DEFAULT_DTYPES["cpu"] == "float32"
+
+
+def test_predict_loads_original_format_checkpoints():
+    """`robopoint predict --model <original LLaVA-format folder>` converts it in memory, like from_pretrained."""
+    import json as json_module
+    from pathlib import Path
+
+    from robopoint_hf.commands.predict import load_pipeline
+    from robopoint_hf.templates import get_chat_template
+
+    original = Path(__file__).parent / "fixtures" / "original"
+    pipe = load_pipeline(str(original / "llama2-linear-full"), "cpu", "float32")
+    reference = json_module.loads((original / "refs/llama2-linear-full/llava_v1/sink.json").read_text())
+    pipe.processor.chat_template = get_chat_template("llava_v1")  # the template of this reference
+    question = json_module.loads((original / "refs/vicuna-mlp2x-full/llava_v1/batch_mixed_lengths.json").read_text())
+    result = pipe(str(original / "images/sink.jpg"), question["questions"][1], answer_format=False, max_new_tokens=12)
+    assert result["text"] == reference["generated_text"]

@@ -85,10 +85,17 @@ def load_pipeline(model: str, device: str, dtype: str, bits: int | None = None):
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from ..modeling_robopoint import quantization_config
+    from ..modeling_robopoint import RoboPointForConditionalGeneration, quantization_config
+    from ..original_checkpoint import is_original_checkpoint
     from ..pipeline_robopoint import RoboPointPipeline
+    from ..processing_robopoint import RoboPointProcessor
 
     torch_dtype = getattr(torch, dtype)
+    if is_original_checkpoint(model):  # a published checkpoint in the original LLaVA format: convert in memory
+        if bits:
+            raise ValueError(f"convert {model} first (`robopoint convert`) to load it in {bits} bits")
+        loaded = RoboPointForConditionalGeneration.from_pretrained(model, dtype=torch_dtype).to(device).eval()
+        return RoboPointPipeline(model=loaded, processor=RoboPointProcessor.from_pretrained(model), device=device)
     kwargs = {"dtype": torch_dtype, "device_map": {"": device}}
     if bits:
         kwargs["quantization_config"] = quantization_config(bits, compute_dtype=torch_dtype)
