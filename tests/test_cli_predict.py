@@ -76,7 +76,6 @@ def test_unparseable_answer_is_reported_not_an_error(model_folder, capsys):
 @pytest.mark.parametrize(
     "arguments, message, code",
     [
-        (["--image", "{folder}/frame.png"], "--model is required (no default model is packaged yet)", 2),
         (
             ["--model", "{folder}/model", "--image", "{folder}/missing.png"],
             "Image file not found: {folder}/missing.png",
@@ -108,7 +107,9 @@ def test_counts_must_be_positive(model_folder, capsys):
 
 
 def test_default_model_is_one_constant():
-    assert predict.DEFAULT_MODEL is None
+    from robopoint_hf.checkpoints import DEFAULT_MODEL_DIR
+
+    assert predict.DEFAULT_MODEL == str(DEFAULT_MODEL_DIR)
     assert predict.DEFAULT_DTYPES["cpu"] == "float32"
 
 
@@ -127,3 +128,19 @@ def test_predict_loads_original_format_checkpoints():
     question = json_module.loads((original / "refs/vicuna-mlp2x-full/llava_v1/batch_mixed_lengths.json").read_text())
     result = pipe(str(original / "images/sink.jpg"), question["questions"][1], answer_format=False, max_new_tokens=12)
     assert result["text"] == reference["generated_text"]
+
+
+def test_default_model_is_the_shipped_tiny_model(capsys):
+    """Without --model, predict answers with the packaged demonstration model; on a shipped scene its points fall
+    inside the target region (the regression the model card reports)."""
+    from PIL import Image
+
+    from robopoint_hf.checkpoints import DEFAULT_MODEL_DIR
+    from robopoint_hf.cli import main
+
+    example = json.loads((DEFAULT_MODEL_DIR / "examples.json").read_text())[0]
+    image = str(DEFAULT_MODEL_DIR / example["image"])
+    assert main(["predict", "--image", image, "--instruction", example["question"], "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    mask = Image.open(DEFAULT_MODEL_DIR / example["mask"])
+    assert result["points"] and all(mask.getpixel((p["x_px"], p["y_px"])) == 255 for p in result["points"])

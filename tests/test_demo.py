@@ -198,10 +198,17 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(["demo", *argv])
 
 
-@pytest.mark.skipif(demo_command.DEFAULT_MODEL is not None, reason="a default model ships; --model is optional")
-def test_cli_requires_a_model_until_one_ships(capsys):
-    assert demo_command.run(parse([])) == 2
-    assert "--model is required" in capsys.readouterr().err
+def test_cli_defaults_to_the_shipped_tiny_model(monkeypatch):
+    """Without --model the page serves the package's demonstration model."""
+    import robopoint_hf.demo as demo_module
+    from robopoint_hf.checkpoints import DEFAULT_MODEL_DIR
+
+    seen = {}
+    page = gr.Blocks()
+    monkeypatch.setattr(demo_module, "build_demo", lambda models, **options: seen.update(models=models) or page)
+    monkeypatch.setattr(demo_module, "launch_demo", lambda demo, **options: seen.update(page=demo))
+    assert demo_command.run(parse([])) == 0
+    assert list(seen["models"].values()) == [str(DEFAULT_MODEL_DIR)] and seen["page"] is page
 
 
 def test_cli_model_specs():

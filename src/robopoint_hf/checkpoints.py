@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 CLIP_VIT_L_336 = "openai/clip-vit-large-patch14-336"
@@ -117,4 +118,23 @@ def find_checkpoint(path_or_id: str) -> CheckpointInfo | None:
     return None
 
 
-__all__ = ["CHECKPOINTS", "CLIP_VIT_L_336", "CheckpointInfo", "find_checkpoint", "get_checkpoint"]
+DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
+"""The tiny demonstration RoboPoint shipped inside the package (trained on synthetic scenes by
+``scripts/train_tiny_model.sh``): the offline default of ``robopoint predict``, ``pipeline("robopoint")``, the demo
+and the evaluation runner. Not a real-world model."""
+
+
+def default_model() -> str | None:
+    """Path of the shipped default model, or None in a build without it."""
+    return str(DEFAULT_MODEL_DIR) if (DEFAULT_MODEL_DIR / "config.json").is_file() else None
+
+
+__all__ = [
+    "DEFAULT_MODEL_DIR",
+    "default_model",
+    "CHECKPOINTS",
+    "CLIP_VIT_L_336",
+    "CheckpointInfo",
+    "find_checkpoint",
+    "get_checkpoint",
+]

@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
 
     specs = args.model or ([DEFAULT_MODEL] if DEFAULT_MODEL else [])
     if not specs:
-        return fail("--model is required (no default model is packaged yet)", code=2)
+        return fail("--model is required (this build ships no default model)", code=2)
     models = parse_model_specs(specs)
     for label, path in models.items():
         if path.startswith(("/", ".", "~")) and not os.path.isdir(path):

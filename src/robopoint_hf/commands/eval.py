@@ -170,7 +170,7 @@ def run_where2place(args: argparse.Namespace) -> int:
     import os
 
     if args.model is None:
-        return _fail("where2place", "--model is required (no default model is packaged yet)", code=2)
+        return _fail("where2place", "--model is required (this build ships no default model)", code=2)
     import torch
     from accelerate import PartialState
 

@@ -20,10 +20,12 @@ import json
 import os
 import sys
 
+from ..checkpoints import default_model
+
 __all__ = ["DEFAULT_MODEL", "add_parser", "run"]
 
-DEFAULT_MODEL: str | None = None
-"""Model used without ``--model``; None until a default model ships with the package (then ``--model`` is optional)."""
+DEFAULT_MODEL: str | None = default_model()
+"""Model used without ``--model``: the tiny demonstration model shipped in the package (synthetic scenes only)."""
 
 DEFAULT_DTYPES = {"cpu": "float32", "cuda": "bfloat16", "mps": "float16"}
 """Weight dtype per device when ``--dtype`` is not given: exact float32 on CPU, the usual half types elsewhere."""
@@ -149,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         return code
 
     if args.model is None:
-        return fail("--model is required (no default model is packaged yet)", code=2)
+        return fail("--model is required (this build ships no default model)", code=2)
     try:
         image = load_image(args.image)  # before loading the model: a typo should fail fast
     except (FileNotFoundError, ValueError, TypeError) as error:

@@ -1,0 +1,806 @@
+"""The tiny RoboPoint: a few-million-parameter model trained from scratch on synthetic scenes, shipped as the
+offline default model (``src/robopoint_hf/default_model/``).
+
+Nothing here is pretrained and nothing is downloaded: the tokenizer is trained on the synthetic questions and
+answers, the CLIP-style vision tower, projector and Llama-style language model start from random weights and are
+trained together (the published RoboPoint freezes a pretrained CLIP; a random one must learn). It is a
+DEMONSTRATION model for the scenes of :mod:`robopoint_hf.synth`, not a model of the real world. The one reproduce
+command is ``scripts/train_tiny_model.sh``; its steps are the sub-commands of this module::
+
+    robopoint synth --n 40000 --out runs/tiny/data --seed 0 --split-eval 600
+    python -m robopoint_hf.tiny build --data runs/tiny/data --out runs/tiny/init
+    python -m robopoint_hf.tiny train --data runs/tiny/data --init runs/tiny/init --output-dir runs/tiny/model \\
+        --threads 2 --max-minutes 45
+    python -m robopoint_hf.tiny evaluate --model runs/tiny/model --data runs/tiny/data/eval --out runs/tiny/eval.json
+    python -m robopoint_hf.tiny ship --model runs/tiny/model --results runs/tiny/eval.json \\
+        --eval-data runs/tiny/data/eval --out src/robopoint_hf/default_model
+
+Design choices, each for a small model on a 2-core CPU:
+
+* Tokenizer -- Llama-style BPE with byte fallback (``<unk>``/``<s>``/``</s>`` = 0/1/2, bytes ``<0x00>``-``<0xFF>``
+  = 3-258, ``▁`` for spaces and a SentencePiece-like dummy prefix, so that the processor's piece-wise
+  tokenization around ``<image>`` behaves as with Llama). Unlike Llama, merges may cross spaces: the system prompt
+  and the answer-format sentence, identical in every sample, become a handful of tokens instead of ~80. The
+  pre-tokenizer keeps three boundaries fixed so that training and inference tokenize alike: sentence ends
+  (``". "``: question words never fuse with the fixed format sentence), the start of an answer (``" [("`` before a
+  number: ``ASSISTANT:`` is the same token in a generation prompt and in a training row) and the pieces of a
+  point list (``"0.46"`` + ``"1"``, ``", "``, ``"), ("``, ``")]"``: a point costs six tokens, and the first
+  coordinate token already places it to 1 %).
+* Images -- 112 px (patch 14 -> 64 image positions), ``image_aspect_ratio="pad"`` like RoboPoint; the vision
+  features are the LAST layer's (``vision_feature_layer=-1``: with 4 layers, RoboPoint's -2 would waste one).
+* Training -- the project's TRL path (:class:`~robopoint_hf.train.RoboPointSFTTrainer`,
+  :class:`~robopoint_hf.collator.RoboPointDataCollator`, :func:`~robopoint_hf.train.prepare_dataset`) with
+  every parameter trainable, AdamW at 2e-3, warm-up and cosine decay over a wall-clock budget (see
+  :func:`train`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from .checkpoints import DEFAULT_MODEL_DIR
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SIZE = 112
+PATCH_SIZE = 14
+IMAGE_SEQ_LENGTH = (IMAGE_SIZE // PATCH_SIZE) ** 2
+VOCAB_SIZE = 1024
+MODEL_MAX_LENGTH = 512
+PROMPT_TEMPLATE = "vicuna_v1"
+SPECIAL_TOKENS = ("<unk>", "<s>", "</s>")
+BYTE_TOKENS = tuple(f"<0x{value:02X}>" for value in range(256))
+
+# Pre-token boundaries (applied after spaces became "▁"): see the module docstring. Look-arounds restrict the point
+# pieces to real answers, so the "[(x1, y1), ...]" of the format sentence stays one mergeable run of text.
+PRETOKEN_PATTERN = (
+    r"▁?\[\((?=0\.)"  # start of an answer, with its leading space: "▁[(" before "0."
+    r"|(?<=\d)\),▁\((?=0\.)"  # "), (" between two points
+    r"|(?<=\d)\)\]"  # ")]" closing the list
+    r"|(?<=\d),▁(?=0\.)"  # ", " between x and y
+    r"|0\.\d\d"  # a coordinate's first two decimals, "0.46"
+    r"|(?<=0\.\d\d)\d"  # ... and its third, "1"
+    r"|\.▁"  # sentence end
+    r"|\n"
+)
+
+# The architecture. Sizes keep the float32 safetensors under the 15 MB budget of the shipped folder.
+VISION_CONFIG = {
+    "model_type": "clip_vision_model",
+    "hidden_size": 128,
+    "intermediate_size": 512,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "image_size": IMAGE_SIZE,
+    "patch_size": PATCH_SIZE,
+    "hidden_act": "quick_gelu",
+}
+TEXT_CONFIG = {
+    "model_type": "llama",
+    "hidden_size": 256,
+    "intermediate_size": 448,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": MODEL_MAX_LENGTH,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 10000.0,
+    "tie_word_embeddings": False,
+    "pad_token_id": 0,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+}
+
+# Training recipe of the shipped model (the defaults of `train`).
+RECIPE: dict[str, Any] = {
+    "learning_rate": 2e-3,
+    "num_train_epochs": 1.0,
+    "per_device_train_batch_size": 16,
+    "warmup_steps": 0.03,
+    "weight_decay": 0.05,
+    "max_grad_norm": 1.0,
+    "lr_scheduler_type": "cosine",
+    "seed": 0,
+}
+MAX_NEW_TOKENS = 64
+
+
+# ---------------------------------------------------------------------------------------------------- tokenizer
+def training_texts(json_path: str | os.PathLike, system: str | None = None) -> Iterator[str]:
+    """The strings the tokenizer is trained on: per record, the rendered prompt pieces and the answer.
+
+    The pieces are cut where :class:`~robopoint_hf.RoboPointProcessor` cuts them (around ``<image>``), so that the
+    merges learned are the merges used.
+    """
+    from .data import iter_json_array
+    from .templates import IMAGE_PLACEHOLDER, VICUNA_V1_SYSTEM
+
+    system = VICUNA_V1_SYSTEM if system is None else system
+    for record in iter_json_array(json_path):
+        turns = record["conversations"]
+        yield f"{system} USER: "  # once per row, as often as the model sees it: it must merge like the rest
+        for question, answer in zip(turns[::2], turns[1::2], strict=False):
+            text = question["value"].replace(IMAGE_PLACEHOLDER, "").strip()
+            yield f"\n{text} ASSISTANT:"
+            yield f" {answer['value']}"
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = VOCAB_SIZE, model_max_length: int = MODEL_MAX_LENGTH):
+    """Trains the Llama-style BPE tokenizer (see the module docstring) and wraps it for transformers.
+
+    Args:
+        texts (`Iterable[str]`): training text, e.g. :func:`training_texts`.
+        vocab_size (`int`, *optional*, defaults to `1024`): total vocabulary, special and byte tokens included.
+        model_max_length (`int`, *optional*, defaults to `512`): longest sequence the model takes.
+
+    Returns:
+        [`~transformers.PreTrainedTokenizerFast`] adding BOS (not EOS) like Llama's, padding with ``<unk>`` (id 0,
+        as Vicuna does).
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, processors, trainers
+    from tokenizers import pre_tokenizers as pre
+    from transformers import PreTrainedTokenizerFast
+
+    reserved = len(SPECIAL_TOKENS) + len(BYTE_TOKENS)
+    if vocab_size <= reserved + 64:
+        raise ValueError(
+            f"vocab_size must leave room for merges beyond the {reserved} reserved tokens, got {vocab_size}."
+        )
+    pre_tokenizer = pre.Sequence(
+        [
+            # split=False: spaces become "▁" but do not end a pre-token, so merges may span words.
+            pre.Metaspace(replacement="▁", prepend_scheme="first", split=False),
+            pre.Split(Regex(PRETOKEN_PATTERN), behavior="isolated"),
+        ]
+    )
+    draft = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    draft.pre_tokenizer = pre_tokenizer
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size - len(BYTE_TOKENS), special_tokens=list(SPECIAL_TOKENS), min_frequency=2
+    )
+    draft.train_from_iterator(texts, trainer)
+    learned = json.loads(draft.to_str())["model"]
+    # Llama's layout: specials, then the 256 byte-fallback tokens, then the learned pieces in merge order.
+    ordered = [*SPECIAL_TOKENS, *BYTE_TOKENS]
+    ordered += [
+        token for token, _ in sorted(learned["vocab"].items(), key=lambda item: item[1]) if token not in ordered
+    ]
+    vocab = {token: index for index, token in enumerate(ordered)}
+    merges = [tuple(merge) if isinstance(merge, list) else tuple(merge.split(" ")) for merge in learned["merges"]]
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True))
+    tokenizer.pre_tokenizer = pre_tokenizer
+    tokenizer.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    tokenizer.add_special_tokens(list(SPECIAL_TOKENS))
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", vocab["<s>"])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<unk>",
+        model_max_length=model_max_length,
+        padding_side="right",
+        clean_up_tokenization_spaces=False,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- model
+def tiny_config(vocab_size: int = VOCAB_SIZE, **overrides: Any):
+    """The :class:`~robopoint_hf.RoboPointConfig` of the tiny model (a ~3.6M-parameter LLaVA).
+
+    The image placeholder id is ``vocab_size``: outside the vocabulary, which the model allows (placeholders are
+    never embedded) and which keeps the id from colliding with a learned piece.
+    """
+    from .configuration_robopoint import RoboPointConfig
+
+    kwargs: dict[str, Any] = {
+        "vision_config": dict(VISION_CONFIG),
+        "text_config": {**TEXT_CONFIG, "vocab_size": vocab_size},
+        "projector_type": "mlp2x_gelu",
+        "image_token_id": vocab_size,
+        "image_seq_length": IMAGE_SEQ_LENGTH,
+        "vision_feature_layer": -1,
+        "image_aspect_ratio": "pad",
+        "prompt_template": PROMPT_TEMPLATE,
+    }
+    kwargs.update(overrides)
+    return RoboPointConfig(**kwargs)
+
+
+def tiny_processor(tokenizer, config=None):
+    """The processor of the tiny model: padded square images of the vision tower's size, the Vicuna-v1 template."""
+    from .image_processing_robopoint import RoboPointImageProcessor
+    from .processing_robopoint import RoboPointProcessor
+
+    config = config or tiny_config(len(tokenizer))
+    return RoboPointProcessor(
+        RoboPointImageProcessor(size=config.vision_config.image_size, image_aspect_ratio=config.image_aspect_ratio),
+        tokenizer,
+        prompt_template=config.prompt_template,
+        image_token_id=config.image_token_id,
+        image_seq_length=config.image_seq_length,
+    )
+
+
+def generation_config(tokenizer):
+    """Greedy decoding, long enough for eight points (six tokens each)."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(
+        do_sample=False,
+        max_new_tokens=MAX_NEW_TOKENS,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def build(
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    seed: int = 0,
+    vocab_size: int = VOCAB_SIZE,
+    config_overrides: dict[str, Any] | None = None,
+):
+    """Trains the tokenizer on ``data_dir/train.json`` and saves a randomly initialised model + processor.
+
+    Args:
+        data_dir (`str`): output folder of ``robopoint synth``.
+        out_dir (`str`): where the untrained model, tokenizer and processor go.
+        seed (`int`, *optional*, defaults to `0`): seed of the weight initialisation.
+        vocab_size (`int`, *optional*, defaults to `1024`): tokenizer size.
+        config_overrides (`dict`, *optional*): arguments of :func:`tiny_config` to change (tests shrink the model).
+
+    Returns:
+        `tuple`: the model and the processor (also saved in ``out_dir``).
+    """
+    import torch
+
+    from .modeling_robopoint import RoboPointForConditionalGeneration
+
+    tokenizer = train_tokenizer(training_texts(Path(data_dir) / "train.json"), vocab_size=vocab_size)
+    config = tiny_config(len(tokenizer), **(config_overrides or {}))
+    processor = tiny_processor(tokenizer, config)
+    torch.manual_seed(seed)
+    model = RoboPointForConditionalGeneration(config)
+    model.generation_config = generation_config(tokenizer)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    logger.info("Saved an untrained tiny model (%s parameters) to %s.", f"{model.num_parameters():,}", out_dir)
+    return model, processor
+
+
+# ---------------------------------------------------------------------------------------------------- training
+def _time_budget_callback(minutes: float, warmup: float):
+    """A callback that makes the run last ``minutes``: warm-up then cosine decay over wall-clock time, then stop.
+
+    Why time and not steps: on a shared CPU the speed of a step varies several-fold with the other jobs, so a fixed
+    number of steps either overruns the budget or is cut before its learning rate has decayed. The learning rate
+    is set before every step from the elapsed fraction of the budget (the trainer's own scheduler is constant), so
+    the schedule always completes; the step count reached is recorded in ``train_summary.json``.
+    """
+    from transformers import TrainerCallback
+
+    class TimeBudget(TrainerCallback):
+        def __init__(self):
+            self.start: float | None = None
+
+        def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
+            self.start = self.start or time.monotonic()
+            fraction = (time.monotonic() - self.start) / (60 * minutes)
+            if fraction < warmup:
+                factor = max(fraction, 0.1 * warmup) / warmup
+            else:
+                factor = 0.5 * (1 + math.cos(math.pi * min(1.0, (fraction - warmup) / (1 - warmup))))
+            for group in optimizer.param_groups:
+                group["lr"] = group.get("initial_lr", args.learning_rate) * factor
+            return control
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if time.monotonic() - self.start >= 60 * minutes:
+                logger.info("Time budget of %.0f min spent at step %d: stopping.", minutes, state.global_step)
+                control.should_training_stop = True
+            return control
+
+    return TimeBudget()
+
+
+def train(
+    data_dir: str | os.PathLike,
+    init_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    max_steps: int = -1,
+    max_samples: int | None = None,
+    num_threads: int | None = None,
+    max_minutes: float | None = None,
+    **overrides: Any,
+) -> Path:
+    """Trains the model of ``init_dir`` on ``data_dir/train.json`` with the project's TRL trainer.
+
+    Every parameter is trained, the vision tower included: unlike :func:`robopoint_hf.train.main`, which freezes
+    the (pretrained) CLIP tower as RoboPoint did, this one starts from random weights.
+
+    Args:
+        data_dir (`str`): output folder of ``robopoint synth``.
+        init_dir (`str`): output folder of :func:`build`.
+        output_dir (`str`): where the trained model and processor go.
+        max_steps (`int`, *optional*, defaults to `-1`): stop after this many optimiser steps (smoke tests); with
+            ``max_minutes`` an upper bound only.
+        max_samples (`int`, *optional*): train on the first ``max_samples`` rows only.
+        num_threads (`int`, *optional*): torch CPU threads.
+        max_minutes (`float`, *optional*): train for this wall-clock time, with warm-up and cosine decay over
+            TIME instead of steps (see :func:`_time_budget_callback`); the shipped model's recipe.
+        **overrides: fields of :class:`~robopoint_hf.train.RoboPointSFTConfig` replacing :data:`RECIPE`.
+
+    Returns:
+        `Path`: ``output_dir``.
+    """
+    import torch
+
+    from .collator import RoboPointDataCollator
+    from .modeling_robopoint import RoboPointForConditionalGeneration
+    from .processing_robopoint import RoboPointProcessor
+    from .train import RoboPointSFTConfig, RoboPointSFTTrainer, ScriptArguments, prepare_dataset
+
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    settings = {**RECIPE, **overrides}
+    callbacks = []
+    if max_minutes:
+        callbacks.append(_time_budget_callback(max_minutes, warmup=settings.pop("warmup_steps")))
+        settings.update(lr_scheduler_type="constant", warmup_steps=0)
+        max_steps = max_steps if max_steps > 0 else 10**7
+    args = RoboPointSFTConfig(
+        output_dir=str(output_dir),
+        max_steps=max_steps,
+        max_length=MODEL_MAX_LENGTH,
+        logging_steps=settings.pop("logging_steps", 25),
+        save_strategy=settings.pop("save_strategy", "no"),
+        report_to="none",
+        dataloader_num_workers=settings.pop("dataloader_num_workers", 0),
+        bf16=False,
+        use_cpu=not torch.cuda.is_available(),
+        **settings,
+    )
+    model = RoboPointForConditionalGeneration.from_pretrained(init_dir, dtype=torch.float32)
+    processor = RoboPointProcessor.from_pretrained(init_dir)
+    model.config.use_cache = False
+    model.requires_grad_(True)
+    data_dir = Path(data_dir)
+    script_args = ScriptArguments(data=str(data_dir / "train.json"), image_folder=str(data_dir))
+    dataset, lengths, counts = prepare_dataset(script_args, processor, args.max_length)
+    if max_samples is not None and max_samples < len(dataset):
+        dataset, lengths = dataset.select(range(max_samples)), lengths[:max_samples]
+    logger.info("Training on %d rows (%d too long dropped).", len(dataset), counts["too_long"])
+    trainer = RoboPointSFTTrainer(
+        model=model,
+        args=args,
+        data_collator=RoboPointDataCollator(processor, max_length=args.max_length),
+        train_dataset=dataset,
+        processing_class=processor,
+        modality_lengths=lengths,
+        callbacks=callbacks or None,
+    )
+    start = time.monotonic()
+    trainer.train()
+    minutes = (time.monotonic() - start) / 60
+    model.config.use_cache = True
+    output_dir = Path(output_dir)
+    trainer.save_model(str(output_dir))
+    processor.save_pretrained(output_dir)
+    generation_config(processor.tokenizer).save_pretrained(output_dir)
+    history = [entry for entry in trainer.state.log_history if "loss" in entry]
+    parts = ("vision_tower", "multi_modal_projector", "language_model")
+    counts = {part: sum(p.numel() for p in getattr(model.model, part).parameters()) for part in parts}
+    counts["language_model"] += model.lm_head.weight.numel()  # the head sits on the outer model
+    summary = {
+        "parameters": counts,
+        "samples_seen": trainer.state.global_step * args.per_device_train_batch_size,
+        "train_minutes": round(minutes, 2),
+        "steps": trainer.state.global_step,
+        "rows": len(dataset),
+        "final_loss": history[-1]["loss"] if history else None,
+        "recipe": {**RECIPE, **overrides, "max_minutes": max_minutes},
+    }
+    (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    logger.info("Trained %d steps in %.1f min.", summary["steps"], minutes)
+    return output_dir
+
+
+# ---------------------------------------------------------------------------------------------------- evaluation
+def predict(model, processor, images: Sequence[Any], texts: Sequence[str], *, batch_size: int = 32) -> list[str]:
+    """Greedy answers (the model's generation config) for image/question pairs, in order."""
+    import torch
+
+    answers: list[str] = []
+    for start in range(0, len(texts), batch_size):
+        batch = processor(
+            images=list(images[start : start + batch_size]),
+            text=list(texts[start : start + batch_size]),
+            return_tensors="pt",
+        )
+        with torch.inference_mode():
+            output = model.generate(**batch, do_sample=False)
+        new_tokens = output[:, batch["input_ids"].shape[1] :]
+        answers.extend(text.strip() for text in processor.post_process_image_text_to_text(new_tokens))
+    return answers
+
+
+def baseline_answers(sizes: Sequence[tuple[int, int]], *, seed: int = 0, points: int = 5) -> dict[str, list[str]]:
+    """The two trivial baselines: the image centre, and ``points`` uniform random points per question."""
+    import numpy as np
+
+    from .points import format_points
+
+    rng = np.random.default_rng(seed)
+    return {
+        "centre": [format_points([(0.5, 0.5)]) for _ in sizes],
+        "uniform_random": [format_points(rng.uniform(0, 1, size=(points, 2)).tolist()) for _ in sizes],
+    }
+
+
+def evaluate(
+    model_dir: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    *,
+    limit: int | None = None,
+    batch_size: int = 32,
+    answers_out: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Scores the model and the baselines on a Where2Place-layout folder (``strict`` protocol, real image sizes).
+
+    Returns:
+        `dict`: per system (``model``, ``centre``, ``uniform_random``) the overall accuracy, the per-category
+        accuracies, and for the model its parse counts; plus the number of questions and the category counts.
+    """
+    from collections import Counter
+
+    import torch
+    from PIL import Image
+
+    from .modeling_robopoint import RoboPointForConditionalGeneration
+    from .processing_robopoint import RoboPointProcessor
+    from .where2place import load_questions, score_where2place
+
+    questions = load_questions(data_dir)[:limit]
+    images = [Image.open(question.image).convert("RGB") for question in questions]
+    sizes = [image.size for image in images]
+    categories = [question.category or "all" for question in questions]
+    model = RoboPointForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
+    processor = RoboPointProcessor.from_pretrained(model_dir)
+    start = time.monotonic()
+    answers = predict(model, processor, images, [q.text for q in questions], batch_size=batch_size)
+    seconds = time.monotonic() - start
+    if answers_out is not None:
+        with open(answers_out, "w", encoding="utf-8") as handle:
+            for question, answer in zip(questions, answers, strict=True):
+                record = {"question_id": question.question_id, "text": answer, "category": question.category}
+                handle.write(json.dumps(record) + "\n")
+    masks = [question.mask for question in questions]
+    systems = {"model": answers, **baseline_answers(sizes)}
+    results: dict[str, Any] = {
+        "data": str(data_dir),
+        "num_questions": len(questions),
+        "categories": dict(sorted(Counter(categories).items())),
+        "seconds_per_question": round(seconds / max(1, len(questions)), 4),
+    }
+    for name, predictions in systems.items():
+        scored = score_where2place(predictions, masks, protocol="strict", image_sizes=sizes, categories=categories)
+        results[name] = {
+            "accuracy": scored.accuracy,
+            "per_category": dict(sorted(scored.per_category.items())),
+            "num_parsed": scored.num_parsed,
+            "num_failed": scored.num_failed,
+            "num_empty": scored.num_empty,
+        }
+    return results
+
+
+def results_table(results: dict[str, Any]) -> str:
+    """A Markdown table: one row per category (and "all"), columns model / centre / random / ratio."""
+    rows = [
+        "| category | n | tiny model | centre | uniform random | model / best baseline |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def row(name: str, count: int, values: list[float]) -> str:
+        best = max(values[1:])
+        ratio = f"{values[0] / best:.1f}x" if best > 0 else "inf"
+        return f"| {name} | {count} | " + " | ".join(f"{value:.3f}" for value in values) + f" | {ratio} |"
+
+    systems = ("model", "centre", "uniform_random")
+    for category, count in results["categories"].items():
+        rows.append(row(category, count, [results[s]["per_category"].get(category, math.nan) for s in systems]))
+    rows.append(row("**all**", results["num_questions"], [results[s]["accuracy"] for s in systems]))
+    return "\n".join(rows)
+
+
+# ---------------------------------------------------------------------------------------------------- shipping
+EXAMPLES_FILE = "examples.json"
+
+
+def pick_examples(eval_dir: str | os.PathLike, answers_file: str | os.PathLike, per_family: int = 1) -> list[dict]:
+    """Evaluation questions the model answered fully inside the region, one per family, for the shipped examples."""
+    from .where2place import load_questions, score_where2place
+
+    questions = load_questions(eval_dir)
+    answers = [json.loads(line)["text"] for line in Path(answers_file).read_text().splitlines() if line.strip()]
+    scores = score_where2place(answers, [q.mask for q in questions[: len(answers)]], protocol="strict").per_question
+    chosen: dict[str, list[dict]] = {}
+    for question, answer, score in zip(questions, answers, scores, strict=False):
+        family = question.category or "all"
+        if score == 1.0 and len(chosen.setdefault(family, [])) < per_family:
+            chosen[family].append({"question": question, "answer": answer})
+    return [item for family in sorted(chosen) for item in chosen[family]]
+
+
+def ship(
+    model_dir: str | os.PathLike,
+    results_file: str | os.PathLike,
+    eval_dir: str | os.PathLike,
+    answers_file: str | os.PathLike,
+    out_dir: str | os.PathLike = DEFAULT_MODEL_DIR,
+    *,
+    real_results_file: str | os.PathLike | None = None,
+) -> Path:
+    """Writes the shipped folder: weights, processor, generation config, example scenes and the model card."""
+    from PIL import Image
+
+    out = Path(out_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for name in sorted(os.listdir(model_dir)):
+        source = Path(model_dir) / name
+        # Not the remote-code copies (*.py): inside the package the registered classes load the folder, and
+        # setuptools would not install them as package data anyway.
+        if source.is_file() and name != "training_args.bin" and not name.endswith(".py"):
+            shutil.copy2(source, out / name)
+    _drop_remote_code_entries(out)
+    examples = []
+    for index, item in enumerate(pick_examples(eval_dir, answers_file)):
+        question = item["question"]
+        stem = f"example_{index}_{question.category}"
+        shutil.copy2(question.image, out / f"{stem}.jpg")
+        mask = Image.open(question.mask).convert("L").point(lambda value: 255 if value >= 128 else 0)
+        mask.save(out / f"{stem}_mask.png", optimize=True)
+        examples.append(
+            {
+                "image": f"{stem}.jpg",
+                "mask": f"{stem}_mask.png",
+                "category": question.category,
+                "question": question.text,
+                "answer": item["answer"],
+            }
+        )
+    (out / EXAMPLES_FILE).write_text(json.dumps(examples, indent=1) + "\n")
+    results = json.loads(Path(results_file).read_text())
+    real = json.loads(Path(real_results_file).read_text()) if real_results_file else None
+    summary = json.loads((Path(model_dir) / "train_summary.json").read_text())
+    (out / "README.md").write_text(model_card(results, summary, real, examples))
+    return out
+
+
+def _drop_remote_code_entries(folder: Path) -> None:
+    """The shipped folder carries no model code (the installed package registers the classes), so its configs must
+    not point at code files: an ``auto_map`` there would make ``trust_remote_code=True`` look for missing files."""
+    for name in ("config.json", "processor_config.json", "tokenizer_config.json"):
+        path = folder / name
+        if path.is_file():
+            data = json.loads(path.read_text())
+            if data.pop("auto_map", None) is not None:
+                path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def model_card(results: dict, summary: dict, real: dict | None, examples: list[dict]) -> str:
+    """The README.md of the shipped folder."""
+    params = summary["parameters"]
+    quality_note = (
+        "**Below the project's quality target** (0.5 on the synthetic split): the model has learned the answer "
+        "format and coarse cues (which part of the table, roughly where the objects are) but not reliable object "
+        "grounding; it often repeats one point and gives similar scenes similar answers. Treat it as a plumbing "
+        "test, not as evidence of what the architecture can learn.\n\n"
+        if results["model"]["accuracy"] < 0.5
+        else ""
+    )
+    overall = results["model"]["accuracy"]
+    real_line = (
+        f"On the real Where2Place benchmark (100 photos, 640x480) it scores **{real['model']['accuracy']:.3f}** "
+        f"(centre baseline {real['centre']['accuracy']:.3f}, uniform random {real['uniform_random']['accuracy']:.3f}): "
+        "it has never seen a photograph, and this number is reported only to make that plain."
+        if real
+        else "It was not evaluated on real images."
+    )
+    example = examples[0] if examples else None
+    question = example["question"].split(". Your answer")[0] + "." if example else "Point to the red mug."
+    image = example["image"] if example else "example.jpg"
+    recipe = summary["recipe"]
+    return f"""---
+license: apache-2.0
+library_name: transformers
+pipeline_tag: image-text-to-text
+tags:
+- robopoint
+- llava
+- robotics
+- affordance
+- synthetic-data
+- tiny
+---
+
+# Tiny RoboPoint (synthetic tabletop demonstration model)
+
+A **{sum(params.values()) / 1e6:.1f}-million-parameter** RoboPoint (LLaVA-1.5 architecture: CLIP-style ViT -> 2-layer MLP projector -> Llama)
+trained **from scratch** on procedurally generated tabletop scenes (`robopoint synth`). It ships inside the
+`robopoint_hf` package so that the pipeline, the CLI, the demo and the tests run offline, without downloading a
+13-billion-parameter checkpoint.
+
+**This is a demonstration model for synthetic scenes, NOT a real-world model.** It knows five object kinds in eight
+flat colours on a plain table, drawn at 160x120 pixels. Do not use it to control a robot. For real images use the
+published RoboPoint checkpoints (`wentao-yuan/robopoint-v1-vicuna-v1.5-13b`, converted with `robopoint convert`).
+
+## Usage
+
+```python
+from PIL import Image
+from robopoint_hf import RoboPointForConditionalGeneration, RoboPointProcessor
+from robopoint_hf.points import add_answer_format, parse_points
+from robopoint_hf.tiny import DEFAULT_MODEL_DIR
+
+model = RoboPointForConditionalGeneration.from_pretrained(DEFAULT_MODEL_DIR).eval()
+processor = RoboPointProcessor.from_pretrained(DEFAULT_MODEL_DIR)
+image = Image.open(DEFAULT_MODEL_DIR / "{image}")
+# Like RoboPoint, the model was trained with the answer-format sentence after every question.
+inputs = processor(images=image, text=add_answer_format("{question}"), return_tensors="pt")
+output = model.generate(**inputs)   # greedy, up to {MAX_NEW_TOKENS} new tokens (generation_config.json)
+answer = processor.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+print(parse_points(answer).points)
+```
+
+`examples.json` lists the example scenes shipped in this folder (image, ground-truth mask, question, the answer
+the model gave when it was shipped).
+
+## Model
+
+| part | configuration | parameters |
+|---|---|---|
+| vision tower | CLIP ViT, {IMAGE_SIZE} px, patch {PATCH_SIZE} ({IMAGE_SEQ_LENGTH} positions), width 128, 4 layers | {params["vision_tower"]:,} |
+| projector | mlp2x_gelu, 128 -> 256 -> 256 | {params["multi_modal_projector"]:,} |
+| language model | Llama, width 256, 4 layers, 8 heads (2 KV heads), MLP 448, context {MODEL_MAX_LENGTH} | {params["language_model"]:,} |
+
+Images are padded to a square with the CLIP mean colour and resized (`image_aspect_ratio="pad"`, as RoboPoint);
+the image features are the vision tower's last layer. Prompts use RoboPoint's `vicuna_v1` template.
+
+**Tokenizer**: Llama-style BPE with byte fallback, {VOCAB_SIZE} tokens (`<unk>`=0, `<s>`=1, `</s>`=2, 256 byte tokens),
+trained on the synthetic questions and answers. Merges may span spaces, so the fixed system prompt and answer-format
+sentence take a handful of tokens; a point `(0.461, 0.527)` is six tokens (`0.46` `1` `, ` `0.52` `7` `), (`).
+Words never seen in training fall back to characters and bytes.
+
+## Training
+
+* Data: `robopoint synth --n 40000 --seed 0`: {summary["rows"]:,} questions (one per scene, six families), 160x120
+  JPEG; the run saw {summary["samples_seen"]:,} of them ({summary["samples_seen"] / summary["rows"]:.2f} epochs).
+* Everything trained from random initialisation (vision tower included), with the project's TRL trainer
+  (`RoboPointSFTTrainer` + `RoboPointDataCollator`: loss on the answer and its `</s>` only).
+* AdamW, peak learning rate {recipe["learning_rate"]}, weight decay {recipe["weight_decay"]}, batch
+  {recipe["per_device_train_batch_size"]}, gradient clipping {recipe["max_grad_norm"]}; {recipe["warmup_steps"]:.0%} warm-up then
+  cosine decay over a WALL-CLOCK budget of {recipe["max_minutes"]:.0f} minutes (on a shared CPU a step's speed varies
+  several-fold, so the schedule follows time, not steps): {summary["steps"]} steps, float32, 2 CPU threads, in
+  **{summary["train_minutes"]:.0f} minutes**; final training loss {summary["final_loss"]:.3f}.
+* Reproduce: `bash scripts/train_tiny_model.sh` (data -> tokenizer -> training -> evaluation -> this folder).
+
+## Evaluation
+
+Where2Place metric (`robopoint_hf.where2place`, `strict` protocol: normalized points scaled by the real image size,
+a question's score is the fraction of its points inside the ground-truth mask, unparseable answers score 0), greedy
+decoding, on {results["num_questions"]} held-out synthetic questions (`--split-eval`, scenes never seen in training).
+Baselines: one point at the image centre; five uniform random points.
+
+{results_table(results)}
+
+Overall accuracy **{overall:.3f}**; {results["model"]["num_parsed"]} of {results["num_questions"]} answers parsed
+as point lists ({results["model"]["num_failed"]} failures).
+
+{real_line}
+
+## Limitations
+
+{quality_note}Synthetic scenes only; fixed vocabulary of objects, colours and phrasings (other wordings degrade quickly); no
+occlusion, no 3D, no real textures. The answer always has 3-8 points because the training answers did.
+
+## Citation
+
+RoboPoint: Yuan et al., 2024, *RoboPoint: A Vision-Language Model for Spatial Affordance Prediction for Robotics*,
+https://huggingface.co/papers/2406.10721.
+"""
+
+
+# ---------------------------------------------------------------------------------------------------- command line
+def make_parser() -> argparse.ArgumentParser:
+    """``python -m robopoint_hf.tiny build|train|evaluate|ship``."""
+    parser = argparse.ArgumentParser(prog="python -m robopoint_hf.tiny", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    build_parser = commands.add_parser("build", help="Train the tokenizer and save an untrained model.")
+    build_parser.add_argument("--data", required=True, help="robopoint synth output folder")
+    build_parser.add_argument("--out", required=True)
+    build_parser.add_argument("--seed", type=int, default=0)
+    build_parser.add_argument("--vocab-size", type=int, default=VOCAB_SIZE)
+
+    train_parser = commands.add_parser("train", help="Train the tiny model with the project's TRL trainer.")
+    train_parser.add_argument("--data", required=True)
+    train_parser.add_argument("--init", required=True, help="output of build")
+    train_parser.add_argument("--output-dir", required=True)
+    train_parser.add_argument("--max-steps", type=int, default=-1)
+    train_parser.add_argument("--max-samples", type=int, default=None)
+    train_parser.add_argument("--threads", type=int, default=None)
+    train_parser.add_argument("--max-minutes", type=float, default=None, help="train for this long (time schedule)")
+    train_parser.add_argument("--epochs", type=float, default=RECIPE["num_train_epochs"])
+    train_parser.add_argument("--learning-rate", type=float, default=RECIPE["learning_rate"])
+    train_parser.add_argument("--batch-size", type=int, default=RECIPE["per_device_train_batch_size"])
+
+    eval_parser = commands.add_parser("evaluate", help="Score the model and the baselines (strict protocol).")
+    eval_parser.add_argument("--model", required=True)
+    eval_parser.add_argument("--data", required=True, help="Where2Place-layout folder")
+    eval_parser.add_argument("--out", required=True, help="results JSON")
+    eval_parser.add_argument("--answers", default=None, help="answer file (jsonl) to write")
+    eval_parser.add_argument("--limit", type=int, default=None)
+    eval_parser.add_argument("--batch-size", type=int, default=32)
+
+    ship_parser = commands.add_parser("ship", help="Write the shipped model folder with examples and model card.")
+    ship_parser.add_argument("--model", required=True)
+    ship_parser.add_argument("--results", required=True)
+    ship_parser.add_argument("--answers", required=True, help="the model's answers on --eval-data")
+    ship_parser.add_argument("--eval-data", required=True)
+    ship_parser.add_argument("--real-results", default=None)
+    ship_parser.add_argument("--out", default=str(DEFAULT_MODEL_DIR))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = make_parser().parse_args(argv)
+    if args.command == "build":
+        build(args.data, args.out, seed=args.seed, vocab_size=args.vocab_size)
+    elif args.command == "train":
+        train(
+            args.data,
+            args.init,
+            args.output_dir,
+            max_steps=args.max_steps,
+            max_samples=args.max_samples,
+            num_threads=args.threads,
+            max_minutes=args.max_minutes,
+            num_train_epochs=args.epochs,
+            learning_rate=args.learning_rate,
+            per_device_train_batch_size=args.batch_size,
+        )
+    elif args.command == "evaluate":
+        results = evaluate(
+            args.model, args.data, limit=args.limit, batch_size=args.batch_size, answers_out=args.answers
+        )
+        Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+        print(results_table(results))
+        print(f"parsed {results['model']['num_parsed']}/{results['num_questions']}")
+    else:
+        ship(args.model, args.results, args.eval_data, args.answers, args.out, real_results_file=args.real_results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

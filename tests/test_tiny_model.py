@@ -1,0 +1,140 @@
+"""The tiny model shipped in the package (``src/robopoint_hf/default_model/``) and the recipe that builds it.
+
+The shipped folder is produced by ``scripts/train_tiny_model.sh``; its ``examples.json`` lists evaluation scenes the
+model answered inside the ground-truth region when it was shipped, which is what the regression test checks again.
+After retraining, rerun the script (it rewrites the folder and the examples) and this file.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from robopoint_hf import RoboPointForConditionalGeneration, RoboPointProcessor
+from robopoint_hf.points import ANSWER_FORMAT_SUFFIX, parse_points
+from robopoint_hf.tiny import DEFAULT_MODEL_DIR, EXAMPLES_FILE, IMAGE_SEQ_LENGTH
+
+MAX_FOLDER_BYTES = 15_000_000
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    model = RoboPointForConditionalGeneration.from_pretrained(DEFAULT_MODEL_DIR, dtype=torch.float32).eval()
+    return model, RoboPointProcessor.from_pretrained(DEFAULT_MODEL_DIR)
+
+
+def test_shipped_folder_is_small_and_complete():
+    files = {path.name: path.stat().st_size for path in DEFAULT_MODEL_DIR.iterdir() if path.is_file()}
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "processor_config.json", "README.md"):
+        assert name in files
+    assert "generation_config.json" in files and EXAMPLES_FILE in files
+    assert sum(files.values()) <= MAX_FOLDER_BYTES
+    assert not any(name.endswith(".bin") for name in files)  # safetensors only
+    card = (DEFAULT_MODEL_DIR / "README.md").read_text()
+    assert card.startswith("---\n") and "NOT a real-world model" in card
+
+
+def test_shipped_model_points_inside_the_region(shipped):
+    model, processor = shipped
+    examples = json.loads((DEFAULT_MODEL_DIR / EXAMPLES_FILE).read_text())
+    assert examples
+    example = examples[0]
+    image = Image.open(DEFAULT_MODEL_DIR / example["image"]).convert("RGB")
+    mask = np.asarray(Image.open(DEFAULT_MODEL_DIR / example["mask"]).convert("L")) >= 128
+    inputs = processor(images=image, text=example["question"], return_tensors="pt")
+    assert (inputs["input_ids"] == model.config.image_token_id).sum() == IMAGE_SEQ_LENGTH
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        output = model.generate(**inputs, do_sample=False)
+    answer = processor.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+    parsed = parse_points(answer)
+    assert not parsed.parse_failed and parsed.points, answer
+    height, width = mask.shape
+    inside = [mask[int(p.y * height), int(p.x * width)] for p in parsed.points]
+    assert all(inside), (answer, example["answer"])
+
+
+def test_tokenizer_round_trip_and_llama_layout(shipped):
+    _, processor = shipped
+    tokenizer = processor.tokenizer
+    assert (tokenizer.unk_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id) == (0, 1, 2)
+    assert tokenizer.pad_token_id == 0 and tokenizer.convert_ids_to_tokens(3) == "<0x00>"
+    answer = "[(0.461, 0.527), (0.498, 0.521)]"
+    ids = tokenizer(" " + answer, add_special_tokens=False).input_ids
+    assert len(ids) == 13  # "▁[(" then six tokens per point minus the shared separators: compact numbers
+    assert tokenizer.decode(ids).strip() == answer
+    text = "Point to the blue mug. " + ANSWER_FORMAT_SUFFIX
+    encoded = tokenizer(text).input_ids
+    assert encoded[0] == 1 and encoded.count(1) == 1 and len(encoded) < 20  # the format sentence is a few tokens
+    assert tokenizer.decode(encoded, skip_special_tokens=True) == text
+    unseen = "Plaçez la tasse ☕ à 0.5 m"  # unseen characters fall back to bytes, losslessly
+    assert tokenizer.decode(tokenizer(unseen, add_special_tokens=False).input_ids) == unseen
+
+
+def test_piecewise_tokenization_around_the_image(shipped):
+    _, processor = shipped
+    tokenizer = processor.tokenizer
+    prompt = processor.build_prompt("Point to the red ball.")
+    ids = processor.tokenize_prompt(prompt)
+    image_positions = [i for i, token in enumerate(ids) if token == processor.image_token_id]
+    assert ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 1
+    assert len(image_positions) == IMAGE_SEQ_LENGTH == image_positions[-1] - image_positions[0] + 1
+    # As with Llama: the piece after the image starts afresh, with the dummy prefix "▁" before its "\n".
+    after = tokenizer.convert_ids_to_tokens(ids[image_positions[-1] + 1 : image_positions[-1] + 3])
+    assert after == ["▁", "\n"]
+    assert tokenizer.convert_ids_to_tokens(ids[-1]) == "ASSISTANT:"
+
+
+def test_training_smoke_run_from_generator_output(tmp_path):
+    from robopoint_hf.collator import IGNORE_INDEX, tokenize_conversation
+    from robopoint_hf.synth import generate_dataset
+    from robopoint_hf.tiny import TEXT_CONFIG, VISION_CONFIG, build, train
+
+    data = tmp_path / "data"
+    generate_dataset(data, 24, seed=3)
+    # The shipped recipe with a shrunken network (28-px images, width 32, one layer each): the path, not the size.
+    small = {
+        "vision_config": {
+            **VISION_CONFIG,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "image_size": 28,
+        },
+        "text_config": {
+            **TEXT_CONFIG,
+            "vocab_size": 400,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+        },
+        "image_seq_length": 4,
+    }
+    build(data, tmp_path / "init", seed=0, vocab_size=400, config_overrides=small)
+    trained = train(
+        data, tmp_path / "init", tmp_path / "model", max_steps=20, per_device_train_batch_size=2, logging_steps=5
+    )
+    summary = json.loads((trained / "train_summary.json").read_text())
+    assert summary["steps"] == 20 and np.isfinite(summary["final_loss"])
+    model = RoboPointForConditionalGeneration.from_pretrained(trained).eval()
+    processor = RoboPointProcessor.from_pretrained(trained)
+    # Labels cover exactly the answer and its </s>, with this tokenizer too.
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Point to the red mug."}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "[(0.461, 0.527)]"}]},
+    ]
+    _, labels = tokenize_conversation(processor, messages)
+    answer = [token for token in labels if token != IGNORE_INDEX]
+    assert processor.tokenizer.decode(answer[:-1]) == "[(0.461, 0.527)]"
+    assert answer[-1] == processor.tokenizer.eos_token_id
+    image = Image.open(next((data / "images").iterdir())).convert("RGB")
+    inputs = processor(images=image, text="Point to the red mug.", return_tensors="pt")
+    with torch.inference_mode():
+        output = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    assert output.shape[1] <= inputs["input_ids"].shape[1] + 4
