@@ -22,7 +22,7 @@ import signal
 import sys
 from collections.abc import Iterator
 
-from .predict import DEFAULT_MODEL
+from .predict import DEFAULT_MODEL, add_loading_arguments, quantization_bits
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_MAX_FILE_SIZE", "DEFAULT_PORT", "add_parser", "parse_model_specs", "run"]
 
@@ -62,17 +62,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="SIZE",
         help=f"largest upload, e.g. 5mb (default: {DEFAULT_MAX_FILE_SIZE})",
     )
-    parser.add_argument(
-        "--device", choices=("cpu", "cuda", "mps"), help="where to run (default: cuda if available, else cpu)"
-    )
-    parser.add_argument(
-        "--dtype",
-        choices=("float32", "bfloat16", "float16"),
-        help="weight dtype (default: float32 on cpu, bfloat16 on cuda, float16 on mps)",
-    )
-    bits = parser.add_mutually_exclusive_group()
-    bits.add_argument("--load-4bit", action="store_true", help="quantize the language models to 4-bit NF4")
-    bits.add_argument("--load-8bit", action="store_true", help="quantize the language models to 8-bit (LLM.int8)")
+    add_loading_arguments(parser)
     parser.set_defaults(func=run)
     return parser
 
@@ -149,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not _is_loopback(args.host):
         print(f"robopoint demo: warning: listening on {args.host}; anyone who can reach it can use the models.")
-    bits = 4 if args.load_4bit else 8 if args.load_8bit else None
+    bits = quantization_bits(args)
     with gradio_temp_dir(), _stop_on_sigterm():
         try:
             demo = build_demo(models, device=args.device, dtype=args.dtype, bits=bits)

@@ -41,6 +41,25 @@ def positive_int(text: str) -> int:
     return value
 
 
+def add_loading_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--device``, ``--dtype`` and ``--load-4bit``/``--load-8bit``, shared by the verbs that load models."""
+    parser.add_argument(
+        "--device", choices=("cpu", "cuda", "mps"), help="where to run (default: cuda if available, else cpu)"
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        help="weight dtype (default: float32 on cpu, bfloat16 on cuda, float16 on mps)",
+    )
+    bits = parser.add_mutually_exclusive_group()
+    bits.add_argument("--load-4bit", action="store_true", help="quantize the language model(s) to 4-bit NF4")
+    bits.add_argument("--load-8bit", action="store_true", help="quantize the language model(s) to 8-bit (LLM.int8)")
+
+
+def quantization_bits(args: argparse.Namespace) -> int | None:
+    return 4 if args.load_4bit else 8 if args.load_8bit else None
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Registers ``predict`` on the ``robopoint`` command line."""
     parser = subparsers.add_parser(
@@ -56,17 +75,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=DEFAULT_MODEL,
         help="RoboPoint model folder or Hub id" + (f" (default: {DEFAULT_MODEL})" if DEFAULT_MODEL else " (required)"),
     )
-    parser.add_argument(
-        "--device", choices=("cpu", "cuda", "mps"), help="where to run (default: cuda if available, else cpu)"
-    )
-    parser.add_argument(
-        "--dtype",
-        choices=("float32", "bfloat16", "float16"),
-        help="weight dtype (default: float32 on cpu, bfloat16 on cuda, float16 on mps)",
-    )
-    bits = parser.add_mutually_exclusive_group()
-    bits.add_argument("--load-4bit", action="store_true", help="quantize the language model to 4-bit NF4")
-    bits.add_argument("--load-8bit", action="store_true", help="quantize the language model to 8-bit (LLM.int8)")
+    add_loading_arguments(parser)
     parser.add_argument("--save", metavar="PNG", help="write the image with the points drawn on it")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     parser.add_argument(
@@ -164,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"cannot write {args.save}: its folder does not exist")
     if looks_like_path(args.model) and not os.path.isdir(os.path.expanduser(args.model)):
         return fail(f"model folder not found: {args.model}")
-    bits = 4 if args.load_4bit else 8 if args.load_8bit else None
+    bits = quantization_bits(args)
     try:
         pipe = load_pipeline(os.path.expanduser(args.model), device, args.dtype or DEFAULT_DTYPES[device], bits)
     except (OSError, ValueError) as error:
