@@ -358,3 +358,13 @@ def test_left_align_moves_right_padding_left():
     assert aligned_mask.tolist() == [[1, 1, 1], [0, 1, 1]]
     left = (torch.tensor([[0, 8, 9]]), torch.tensor([[0, 1, 1]]))
     assert left_align(*left)[0] is left[0]
+
+
+def test_task_defaults_to_the_shipped_tiny_model():
+    from transformers import pipeline
+
+    from robopoint_hf.checkpoints import DEFAULT_MODEL_DIR
+
+    pipe = pipeline("robopoint")
+    assert isinstance(pipe, RoboPointPipeline)
+    assert pipe.model.name_or_path == str(DEFAULT_MODEL_DIR)

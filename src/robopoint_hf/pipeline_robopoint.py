@@ -420,9 +420,21 @@ class RoboPointPipeline(Pipeline):
         """Saves model, processor and this pipeline's code (``custom_pipelines``) for ``trust_remote_code`` loading.
 
         The base class saves the tokenizer and image processor but not the processor, whose config carries the
-        prompt template and the image placeholder settings.
+        prompt template and the image placeholder settings. The task's default model (the package's shipped tiny
+        model, a path on this machine) is left out of ``custom_pipelines``: in a saved folder it would dangle.
         """
-        super().save_pretrained(save_directory, **kwargs)
+        cls = type(self)
+        registered = getattr(cls, "_registered_impl", None)
+        if registered:
+            cls._registered_impl = {
+                task: {key: value for key, value in info.items() if key != "default"}
+                for task, info in registered.items()
+            }
+        try:
+            super().save_pretrained(save_directory, **kwargs)
+        finally:
+            if registered:
+                cls._registered_impl = registered
         self.processor.save_pretrained(save_directory, **kwargs)
 
 
