@@ -187,7 +187,7 @@ class RoboPointImageProcessor(BaseImageProcessor):
         for index, image in enumerate(images):
             array = np.asarray(self.to_model_image(image))
             for channel in range(3):
-                pixel_values[index, channel] = lookup[channel][array[:, :, channel]]
+                np.take(lookup[channel], array[:, :, channel], out=pixel_values[index, channel])
         return BatchFeature(data={"pixel_values": pixel_values}, tensor_type=return_tensors)
 
     def __call__(self, images, return_tensors: str | None = None, **kwargs) -> BatchFeature:
