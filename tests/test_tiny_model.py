@@ -123,6 +123,10 @@ def test_training_smoke_run_from_generator_output(tmp_path):
     summary = json.loads((trained / "train_summary.json").read_text())
     assert summary["steps"] == 20 and np.isfinite(summary["final_loss"])
     model = RoboPointForConditionalGeneration.from_pretrained(trained).eval()
+    initial = RoboPointForConditionalGeneration.from_pretrained(tmp_path / "init")
+    # Trained from scratch, so the vision tower learns too (freeze_vision_tower=False); RoboPoint recipes freeze it.
+    tower = model.model.vision_tower.embeddings.patch_embedding.weight
+    assert not torch.equal(tower, initial.model.vision_tower.embeddings.patch_embedding.weight)
     processor = RoboPointProcessor.from_pretrained(trained)
     # Labels cover exactly the answer and its </s>, with this tokenizer too.
     messages = [

@@ -28,9 +28,8 @@ Design choices, each for a small model on a 2-core CPU:
   coordinate token already places it to 1 %).
 * Images -- 112 px (patch 14 -> 64 image positions), ``image_aspect_ratio="pad"`` like RoboPoint; the vision
   features are the LAST layer's (``vision_feature_layer=-1``: with 4 layers, RoboPoint's -2 would waste one).
-* Training -- the project's TRL path (:class:`~robopoint_hf.train.RoboPointSFTTrainer`,
-  :class:`~robopoint_hf.collator.RoboPointDataCollator`, :func:`~robopoint_hf.train.prepare_dataset`) with
-  every parameter trainable, AdamW at 2e-3, warm-up and cosine decay over a wall-clock budget (see
+* Training -- the project's TRL path (:func:`~robopoint_hf.train.build_trainer`: the same trainer, collator and
+  data preparation as ``robopoint train``) with ``freeze_vision_tower=False``, so every parameter is trainable, AdamW at 2e-3, warm-up and cosine decay over a wall-clock budget (see
   :func:`train`).
 """
 
@@ -353,10 +352,7 @@ def train(
     """
     import torch
 
-    from .collator import RoboPointDataCollator
-    from .modeling_robopoint import RoboPointForConditionalGeneration
-    from .processing_robopoint import RoboPointProcessor
-    from .train import RoboPointSFTConfig, RoboPointSFTTrainer, ScriptArguments, prepare_dataset
+    from .train import ModelArguments, RoboPointSFTConfig, ScriptArguments, build_trainer
 
     if num_threads:
         torch.set_num_threads(num_threads)
@@ -378,25 +374,16 @@ def train(
         use_cpu=not torch.cuda.is_available(),
         **settings,
     )
-    model = RoboPointForConditionalGeneration.from_pretrained(init_dir, dtype=torch.float32)
-    processor = RoboPointProcessor.from_pretrained(init_dir)
-    model.config.use_cache = False
-    model.requires_grad_(True)
     data_dir = Path(data_dir)
-    script_args = ScriptArguments(data=str(data_dir / "train.json"), image_folder=str(data_dir))
-    dataset, lengths, counts = prepare_dataset(script_args, processor, args.max_length)
-    if max_samples is not None and max_samples < len(dataset):
-        dataset, lengths = dataset.select(range(max_samples)), lengths[:max_samples]
-    logger.info("Training on %d rows (%d too long dropped).", len(dataset), counts["too_long"])
-    trainer = RoboPointSFTTrainer(
-        model=model,
-        args=args,
-        data_collator=RoboPointDataCollator(processor, max_length=args.max_length),
-        train_dataset=dataset,
-        processing_class=processor,
-        modality_lengths=lengths,
+    trainer = build_trainer(
+        ScriptArguments(data=str(data_dir / "train.json"), image_folder=str(data_dir)),
+        args,
+        # Nothing here is pretrained, so the vision tower learns too (every real RoboPoint recipe freezes it).
+        ModelArguments(model=str(init_dir), dtype="float32", freeze_vision_tower=False),
+        max_samples=max_samples,
         callbacks=callbacks or None,
     )
+    model, processor, dataset = trainer.model, trainer.processing_class, trainer.train_dataset
     start = time.monotonic()
     trainer.train()
     minutes = (time.monotonic() - start) / 60

@@ -157,6 +157,10 @@ class ModelArguments:
     bits: int | None = field(
         default=None, metadata={"help": "Quantize the language model (QLoRA).", "choices": [4, 8, None]}
     )
+    freeze_vision_tower: bool = field(
+        default=True,
+        metadata={"help": "Keep CLIP frozen (every RoboPoint recipe); only a tower trained from scratch needs False."},
+    )
 
     def __post_init__(self):
         if (self.model is None) == (self.language_model is None):
@@ -369,8 +373,9 @@ def load_model_and_processor(model_args: ModelArguments, training_args: RoboPoin
         processor.tokenizer.pad_token = processor.tokenizer.unk_token
     processor.tokenizer.model_max_length = training_args.max_length or processor.tokenizer.model_max_length
     model.config.use_cache = False
-    # The CLIP tower stays frozen in every RoboPoint recipe (full FT of the vision encoder destabilises LLaVA training).
-    model.model.vision_tower.requires_grad_(False)
+    # The CLIP tower stays frozen in every RoboPoint recipe (full FT of the vision encoder destabilises LLaVA training);
+    # only a randomly initialised tower (the shipped tiny model) has to learn.
+    model.model.vision_tower.requires_grad_(not model_args.freeze_vision_tower)
     if model_args.bits is not None:
         from peft import prepare_model_for_kbit_training
 
@@ -452,9 +457,17 @@ def prepare_dataset(
 
 
 def build_trainer(
-    script_args: ScriptArguments, training_args: RoboPointSFTConfig, model_args: ModelArguments
+    script_args: ScriptArguments,
+    training_args: RoboPointSFTConfig,
+    model_args: ModelArguments,
+    *,
+    max_samples: int | None = None,
+    callbacks: list | None = None,
 ) -> RoboPointSFTTrainer:
-    """Model, processor, data and [`RoboPointSFTTrainer`] as configured, ready to ``train()``."""
+    """Model, processor, data and [`RoboPointSFTTrainer`] as configured, ready to ``train()``.
+
+    ``max_samples`` keeps the first rows only (smoke runs); ``callbacks`` go to the trainer.
+    """
     from .collator import RoboPointDataCollator
 
     if model_args.lora and training_args.projector_learning_rate is None:
@@ -463,7 +476,9 @@ def build_trainer(
     dataset, modality_lengths, counts = prepare_dataset(
         script_args, processor, training_args.max_length, training_args.dataset_num_proc
     )
-    logger.info("Training on %d rows (%d dropped as too long).", counts["kept"], counts["too_long"])
+    if max_samples is not None and max_samples < len(dataset):
+        dataset, modality_lengths = dataset.select(range(max_samples)), modality_lengths[:max_samples]
+    logger.info("Training on %d rows (%d dropped as too long).", len(dataset), counts["too_long"])
     trainer = RoboPointSFTTrainer(
         model=model,
         args=training_args,
@@ -472,6 +487,7 @@ def build_trainer(
         processing_class=processor,
         peft_config=lora_config(model_args) if model_args.lora else None,
         modality_lengths=modality_lengths,
+        callbacks=callbacks,
     )
     if model_args.bits is not None and not training_args.bf16:
         # TRL keeps QLoRA's trainable weights in bf16 for mixed-precision GPUs; without bf16 autocast they must match
