@@ -8,6 +8,8 @@ After retraining, rerun the script (it rewrites the folder and the examples) and
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -89,15 +91,11 @@ def test_piecewise_tokenization_around_the_image(shipped):
     assert tokenizer.convert_ids_to_tokens(ids[-1]) == "ASSISTANT:"
 
 
-def test_training_smoke_run_from_generator_output(tmp_path):
-    from robopoint_hf.collator import IGNORE_INDEX, tokenize_conversation
-    from robopoint_hf.synth import generate_dataset
-    from robopoint_hf.tiny import TEXT_CONFIG, VISION_CONFIG, build, train
+def _small_config():
+    """The shipped recipe with a shrunken network (28-px images, width 32, one layer each): the path, not the size."""
+    from robopoint_hf.tiny import TEXT_CONFIG, VISION_CONFIG
 
-    data = tmp_path / "data"
-    generate_dataset(data, 24, seed=3)
-    # The shipped recipe with a shrunken network (28-px images, width 32, one layer each): the path, not the size.
-    small = {
+    return {
         "vision_config": {
             **VISION_CONFIG,
             "hidden_size": 32,
@@ -116,6 +114,16 @@ def test_training_smoke_run_from_generator_output(tmp_path):
         },
         "image_seq_length": 4,
     }
+
+
+def test_training_smoke_run_from_generator_output(tmp_path):
+    from robopoint_hf.collator import IGNORE_INDEX, tokenize_conversation
+    from robopoint_hf.synth import generate_dataset
+    from robopoint_hf.tiny import build, train
+
+    data = tmp_path / "data"
+    generate_dataset(data, 24, seed=3)
+    small = _small_config()
     build(data, tmp_path / "init", seed=0, vocab_size=400, config_overrides=small)
     trained = train(
         data, tmp_path / "init", tmp_path / "model", max_steps=20, per_device_train_batch_size=2, logging_steps=5
@@ -142,3 +150,25 @@ def test_training_smoke_run_from_generator_output(tmp_path):
     with torch.inference_mode():
         output = model.generate(**inputs, max_new_tokens=4, do_sample=False)
     assert output.shape[1] <= inputs["input_ids"].shape[1] + 4
+
+
+def test_time_budgeted_training_runs_data_parallel_on_cpu(tmp_path):
+    """Two torchrun processes (gloo) share the time budget: rank 0's clock sets every rank's learning rate and stop
+    step, so the run ends cleanly (a rank stopping alone would hang the next all-reduce) and only rank 0 writes."""
+    from robopoint_hf.synth import generate_dataset
+    from robopoint_hf.tiny import build
+
+    data = tmp_path / "data"
+    generate_dataset(data, 24, seed=3)
+    build(data, tmp_path / "init", seed=0, vocab_size=400, config_overrides=_small_config())
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "robopoint_hf.tiny", "train", "--data", str(data), "--init", str(tmp_path / "init"),
+        "--output-dir", str(tmp_path / "model"), "--threads", "1", "--batch-size", "2", "--max-minutes", "0.05",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "model" / "train_summary.json").read_text())
+    assert summary["processes"] == 2 and summary["steps"] >= 1
+    assert summary["samples_seen"] == summary["steps"] * 2 * 2
+    RoboPointForConditionalGeneration.from_pretrained(tmp_path / "model")
