@@ -116,22 +116,28 @@ def _small_config():
     }
 
 
-def test_training_smoke_run_from_generator_output(tmp_path):
-    from robopoint_hf.collator import IGNORE_INDEX, tokenize_conversation
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """Generator output (24 scenes) and an untrained small model built from it: ``(data_dir, init_dir)``."""
     from robopoint_hf.synth import generate_dataset
-    from robopoint_hf.tiny import build, train
+    from robopoint_hf.tiny import build
 
-    data = tmp_path / "data"
-    generate_dataset(data, 24, seed=3)
-    small = _small_config()
-    build(data, tmp_path / "init", seed=0, vocab_size=400, config_overrides=small)
-    trained = train(
-        data, tmp_path / "init", tmp_path / "model", max_steps=20, per_device_train_batch_size=2, logging_steps=5
-    )
+    root = tmp_path_factory.mktemp("small_run")
+    generate_dataset(root / "data", 24, seed=3)
+    build(root / "data", root / "init", seed=0, vocab_size=400, config_overrides=_small_config())
+    return root / "data", root / "init"
+
+
+def test_training_smoke_run_from_generator_output(small_run, tmp_path):
+    from robopoint_hf.collator import IGNORE_INDEX, tokenize_conversation
+    from robopoint_hf.tiny import train
+
+    data, init = small_run
+    trained = train(data, init, tmp_path / "model", max_steps=20, per_device_train_batch_size=2, logging_steps=5)
     summary = json.loads((trained / "train_summary.json").read_text())
     assert summary["steps"] == 20 and np.isfinite(summary["final_loss"])
     model = RoboPointForConditionalGeneration.from_pretrained(trained).eval()
-    initial = RoboPointForConditionalGeneration.from_pretrained(tmp_path / "init")
+    initial = RoboPointForConditionalGeneration.from_pretrained(init)
     # Trained from scratch, so the vision tower learns too (freeze_vision_tower=False); RoboPoint recipes freeze it.
     tower = model.model.vision_tower.embeddings.patch_embedding.weight
     assert not torch.equal(tower, initial.model.vision_tower.embeddings.patch_embedding.weight)
@@ -152,18 +158,13 @@ def test_training_smoke_run_from_generator_output(tmp_path):
     assert output.shape[1] <= inputs["input_ids"].shape[1] + 4
 
 
-def test_time_budgeted_training_runs_data_parallel_on_cpu(tmp_path):
+def test_time_budgeted_training_runs_data_parallel_on_cpu(small_run, tmp_path):
     """Two torchrun processes (gloo) share the time budget: rank 0's clock sets every rank's learning rate and stop
     step, so the run ends cleanly (a rank stopping alone would hang the next all-reduce) and only rank 0 writes."""
-    from robopoint_hf.synth import generate_dataset
-    from robopoint_hf.tiny import build
-
-    data = tmp_path / "data"
-    generate_dataset(data, 24, seed=3)
-    build(data, tmp_path / "init", seed=0, vocab_size=400, config_overrides=_small_config())
+    data, init = small_run
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "robopoint_hf.tiny", "train", "--data", str(data), "--init", str(tmp_path / "init"),
+        "-m", "robopoint_hf.tiny", "train", "--data", str(data), "--init", str(init),
         "--output-dir", str(tmp_path / "model"), "--threads", "1", "--batch-size", "2", "--max-minutes", "0.05",
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=240)

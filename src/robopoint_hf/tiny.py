@@ -388,12 +388,6 @@ def train(
         dataloader_num_workers=settings.pop("dataloader_num_workers", 0),
         bf16=False,
         use_cpu=not torch.cuda.is_available(),
-        # Under torchrun on a CPU (one process per core: these matrices are too small for threads to pay off), the
-        # replicas all-reduce their gradients over gloo.
-        ddp_backend=settings.pop(
-            "ddp_backend",
-            "gloo" if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available() else None,
-        ),
         **settings,
     )
     data_dir = Path(data_dir)
