@@ -173,3 +173,43 @@ def test_time_budgeted_training_runs_data_parallel_on_cpu(small_run, tmp_path):
     assert summary["processes"] == 2 and summary["steps"] >= 1
     assert summary["samples_seen"] == summary["steps"] * 2 * 2
     RoboPointForConditionalGeneration.from_pretrained(tmp_path / "model")
+
+
+def test_evaluation_also_scores_the_model_on_shuffled_images(small_run, tmp_path, monkeypatch):
+    """The image-ablation row pairs question i with the image of question i + 1 (a rotation by one): an oracle that
+    always points inside the mask of the image it is shown scores 1.0 on the real pairs and exactly what the next
+    question's region gives on the shuffled ones."""
+    from robopoint_hf import tiny
+    from robopoint_hf.points import format_points
+    from robopoint_hf.synth import generate_dataset
+    from robopoint_hf.where2place import load_mask, load_questions, score_where2place
+
+    _, init = small_run
+    generate_dataset(tmp_path / "data", 2, seed=5, eval_questions=6)
+    questions = load_questions(tmp_path / "data" / "eval")
+    assert len(questions) == 6
+    inside = []  # per question, a point deep inside its mask (the pixel with the most mask neighbours)
+    for question in questions:
+        mask = load_mask(question.mask).astype(float)
+        padded = np.pad(mask, 2)
+        neighbours = sum(np.roll(np.roll(padded, dy, 0), dx, 1) for dy in range(-2, 3) for dx in range(-2, 3))
+        row, column = np.unravel_index(np.argmax(neighbours[2:-2, 2:-2] * mask), mask.shape)
+        inside.append(format_points([((column + 0.5) / mask.shape[1], (row + 0.5) / mask.shape[0])]))
+    owner = {Image.open(q.image).convert("RGB").tobytes(): index for index, q in enumerate(questions)}
+    calls = []
+
+    def oracle(model, processor, images, texts, *, batch_size=32):
+        calls.append(list(texts))
+        return [inside[owner[image.tobytes()]] for image in images]
+
+    monkeypatch.setattr(tiny, "predict", oracle)
+    results = tiny.evaluate(init, tmp_path / "data" / "eval", answers_out=tmp_path / "answers.jsonl")
+    texts = [q.text for q in questions]
+    assert calls == [texts, texts]  # the questions keep their order; only the images move
+    assert results["model"]["accuracy"] == 1.0
+    rotated = inside[1:] + inside[:1]
+    expected = score_where2place(rotated, [q.mask for q in questions], protocol="strict")
+    assert results["model_shuffled_images"]["accuracy"] == expected.accuracy < 1.0
+    records = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text().splitlines()]
+    assert [r["text"] for r in records] == inside and [r["text_shuffled_images"] for r in records] == rotated
+    assert "same model, images shuffled" in tiny.results_table(results)
