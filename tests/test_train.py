@@ -162,6 +162,25 @@ class _CrashAt(TrainerCallback):
             raise _Crash(f"simulated kill at step {self.step}")
 
 
+def test_unfrozen_vision_tower_and_projector_get_their_own_learning_rates(workspace):
+    """Every trainable parameter lands in exactly one group, at the rate of its part, with or without decay."""
+    script, config, model_args = arguments(
+        workspace, "rates", learning_rate=1e-3, projector_learning_rate=3e-4, vision_tower_learning_rate=1e-4,
+        weight_decay=0.1, freeze_vision_tower=False,
+    )  # fmt: skip
+    trainer = build_trainer(script, config, model_args)
+    groups = trainer.create_optimizer().param_groups
+    rate_of = {id(p): (group["lr"], group["weight_decay"]) for group in groups for p in group["params"]}
+    named = [(n, p) for n, p in trainer.model.named_parameters() if p.requires_grad]
+    assert sum(len(group["params"]) for group in groups) == len(named) == len(rate_of)
+    expected = {"model.vision_tower.": 1e-4, "model.multi_modal_projector.": 3e-4, "model.language_model.": 1e-3}
+    for name, parameter in named:
+        lr, decay = rate_of[id(parameter)]
+        assert lr == next((rate for prefix, rate in expected.items() if name.startswith(prefix)), 1e-3), name
+        assert decay == (0.0 if name.endswith("bias") or "norm" in name else 0.1), name
+    assert any(name.startswith("model.vision_tower.") for name, _ in named)
+
+
 def test_resume_after_a_kill_reaches_the_same_step_and_weights(workspace):
     settings = dict(max_steps=4, save_steps=2, save_total_limit=None)
     reference = main(*arguments(workspace, "straight", **settings))

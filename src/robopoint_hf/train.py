@@ -53,6 +53,7 @@ logger = logging.getLogger(__name__)
 
 LORA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 PROJECTOR_MODULE = "multi_modal_projector"
+VISION_TOWER_MODULE = "vision_tower"
 COMPONENTS_FILE = "robopoint_components.json"
 
 
@@ -201,6 +202,10 @@ class RoboPointSFTConfig(SFTConfig):
     Args:
         projector_learning_rate (`float`, *optional*): learning rate of the projector (the original
             ``mm_projector_lr``); defaults to ``learning_rate`` for full fine-tuning and to `2e-5` with LoRA.
+        vision_tower_learning_rate (`float`, *optional*): learning rate of the vision tower when it is trained
+            (``freeze_vision_tower=False``; LLaVA-NeXT's ``mm_vision_tower_lr``); defaults to ``learning_rate``.
+            A tower's patch embedding has thousands of inputs per unit, so a rate that suits the language model
+            can scramble it (see :mod:`robopoint_hf.tiny`).
         group_by_modality_length (`bool`, *optional*, defaults to `True`): single-modality, length-balanced
             micro-batches (see :class:`~robopoint_hf.collator.ModalityLengthGroupedSampler`).
     """
@@ -221,6 +226,9 @@ class RoboPointSFTConfig(SFTConfig):
     )
     projector_learning_rate: float | None = field(
         default=None, metadata={"help": "Projector LR (original mm_projector_lr); default: lr, or 2e-5 with LoRA."}
+    )
+    vision_tower_learning_rate: float | None = field(
+        default=None, metadata={"help": "Vision-tower LR when it is trained (mm_vision_tower_lr); default: lr."}
     )
     group_by_modality_length: bool = field(
         default=True, metadata={"help": "Single-modality, length-balanced micro-batches."}
@@ -275,7 +283,8 @@ class RoboPointSFTTrainer(SFTTrainer):
     r"""[`~trl.SFTTrainer`] with RoboPoint's batching, projector learning rate and checkpoint layout.
 
     Overwritten -- ``_get_train_sampler`` (modality/length-grouped micro-batches), ``create_optimizer`` (separate
-    projector learning rate, the original ``mm_projector_lr``) and ``_load_from_checkpoint`` (RoboPoint checkpoints
+    projector and vision-tower learning rates: the original ``mm_projector_lr``, LLaVA-NeXT's ``mm_vision_tower_lr``)
+    and ``_load_from_checkpoint`` (RoboPoint checkpoints
     are saved in the llava-hf key layout, which the stock resume path would silently fail to load).
 
     Args:
@@ -301,24 +310,31 @@ class RoboPointSFTTrainer(SFTTrainer):
         )
 
     def create_optimizer(self, model=None):
-        projector_lr = getattr(self.args, "projector_learning_rate", None)
-        if self.optimizer is not None or projector_lr is None or projector_lr == self.args.learning_rate:
+        rates = {
+            PROJECTOR_MODULE: getattr(self.args, "projector_learning_rate", None),
+            VISION_TOWER_MODULE: getattr(self.args, "vision_tower_learning_rate", None),
+        }
+        rates = {
+            module: rate for module, rate in rates.items() if rate is not None and rate != self.args.learning_rate
+        }
+        if self.optimizer is not None or not rates:
             return super().create_optimizer(model)
         model = self.model if model is None else model
         decay = set(self.get_decay_parameter_names(model))
-        groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+        groups: dict[tuple[str, bool], list[torch.nn.Parameter]] = {}
         for name, parameter in model.named_parameters():
             if parameter.requires_grad:
-                groups.setdefault((PROJECTOR_MODULE in name, name in decay), []).append(parameter)
+                module = next((module for module in rates if f"{module}." in name), "")
+                groups.setdefault((module, name in decay), []).append(parameter)
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
         self.optimizer = optimizer_cls(
             [
                 {
                     "params": params,
                     "weight_decay": self.args.weight_decay if is_decay else 0.0,
-                    **({"lr": projector_lr} if is_projector else {}),
+                    **({"lr": rates[module]} if module else {}),
                 }
-                for (is_projector, is_decay), params in sorted(groups.items())
+                for (module, is_decay), params in sorted(groups.items())
             ],
             **optimizer_kwargs,
         )
