@@ -18,6 +18,7 @@ from conftest import (
     expand_image_ids,
     read_ref,
     run_without_robopoint_hf,
+    tiny_config,
     tiny_model,
     tiny_processor,
 )
@@ -119,6 +120,26 @@ def test_placeholder_and_feature_count_mismatch_is_a_clear_error():
         model(input_ids=input_ids, pixel_values=torch.zeros(1, 3, 28, 28))
     with pytest.raises(ValueError, match="no image placeholder"):
         model(input_ids=torch.tensor([[1, 5, 6]]), pixel_values=torch.zeros(1, 3, 28, 28))
+
+
+def test_vision_feature_layer_counted_from_either_end_selects_the_same_states():
+    """Layer 0 is the embeddings (after CLIP's pre-LayerNorm): transformers records hidden states only for a truthy
+    index, so the config stores every index counted from the end, and an index that does not exist is an error."""
+    model = tiny_model()
+    pixels = torch.randn(1, 3, 28, 28)
+    with torch.no_grad():
+        states = model.model.vision_tower(pixels, output_hidden_states=True).hidden_states  # embeddings + 2 layers
+        for layer, expected in ((0, -3), (1, -2), (-1, -1), ([0, 2], [-3, -1])):
+            config = tiny_config(vision_feature_layer=layer)
+            assert config.vision_feature_layer == expected
+            model.config.vision_feature_layer = config.vision_feature_layer
+            model.model.config.vision_feature_layer = config.vision_feature_layer
+            if isinstance(layer, int):
+                features = model.model.get_image_features(pixel_values=pixels, return_dict=True).pooler_output
+                features = features[0] if isinstance(features, (list, tuple)) else features[0]
+                assert torch.equal(features, model.model.multi_modal_projector(states[layer][0, 1:]))
+    with pytest.raises(ValueError, match="vision_feature_layer 3 does not exist.*-3..2"):
+        tiny_config(vision_feature_layer=3)
 
 
 @pytest.mark.parametrize("projector_type", ["linear", "mlp2x_gelu", "mlp3x_gelu"])

@@ -114,11 +114,30 @@ class RoboPointConfig(LlavaConfig):
             raise ValueError(
                 f"prompt_template must be one of {', '.join(TEMPLATE_NAMES)}, got {self.prompt_template!r}."
             )
+        self.vision_feature_layer = self._negative_layer_indices(self.vision_feature_layer)
         if self.vision_feature_select_strategy not in ("default", "full"):
             raise ValueError(
                 "vision_feature_select_strategy must be 'default' or 'full', "
                 f"got {self.vision_feature_select_strategy!r}."
             )
+
+    def _negative_layer_indices(self, layer: int | list[int]) -> int | list[int]:
+        """The same hidden states counted from the end.
+
+        transformers decides whether to record the tower's hidden states from the truth value of this index, so
+        layer 0 (the embeddings, after CLIP's pre-LayerNorm) would come back as ``None``; counting from the end
+        selects the same tensor and always records it.
+        """
+        count = self.vision_config.num_hidden_layers + 1  # the embeddings, then one state per layer
+        indices = [layer] if isinstance(layer, int) else list(layer)
+        for index in indices:
+            if not -count <= index < count:
+                raise ValueError(
+                    f"vision_feature_layer {index} does not exist: the vision tower has {count} hidden states "
+                    f"(indices {-count}..{count - 1})."
+                )
+        negative = [index - count if index >= 0 else index for index in indices]
+        return negative[0] if isinstance(layer, int) else negative
 
 
 __all__ = ["RoboPointConfig", "projector_depth"]
