@@ -204,8 +204,8 @@ class RoboPointSFTConfig(SFTConfig):
             ``mm_projector_lr``); defaults to ``learning_rate`` for full fine-tuning and to `2e-5` with LoRA.
         vision_tower_learning_rate (`float`, *optional*): learning rate of the vision tower when it is trained
             (``freeze_vision_tower=False``; LLaVA-NeXT's ``mm_vision_tower_lr``); defaults to ``learning_rate``.
-            A tower's patch embedding has thousands of inputs per unit, so a rate that suits the language model
-            can scramble it (see :mod:`robopoint_hf.tiny`).
+            A patch embedding has hundreds to thousands of inputs per unit, so a rate that suits the language
+            model can scramble a tower trained from scratch.
         group_by_modality_length (`bool`, *optional*, defaults to `True`): single-modality, length-balanced
             micro-batches (see :class:`~robopoint_hf.collator.ModalityLengthGroupedSampler`).
     """
@@ -280,12 +280,12 @@ def load_saved_weights(model: torch.nn.Module, folder: str | os.PathLike) -> boo
 
 
 class RoboPointSFTTrainer(SFTTrainer):
-    r"""[`~trl.SFTTrainer`] with RoboPoint's batching, projector learning rate and checkpoint layout.
+    r"""[`~trl.SFTTrainer`] with RoboPoint's batching, per-part learning rates and checkpoint layout.
 
     Overwritten -- ``_get_train_sampler`` (modality/length-grouped micro-batches), ``create_optimizer`` (separate
     projector and vision-tower learning rates: the original ``mm_projector_lr``, LLaVA-NeXT's ``mm_vision_tower_lr``)
-    and ``_load_from_checkpoint`` (RoboPoint checkpoints
-    are saved in the llava-hf key layout, which the stock resume path would silently fail to load).
+    and ``_load_from_checkpoint`` (RoboPoint checkpoints are saved in the llava-hf key layout, which the stock resume
+    path would silently fail to load).
 
     Args:
         modality_lengths (`list[int]`, *optional*): signed length per training row (positive = image row), from
