@@ -132,11 +132,9 @@ def test_vision_feature_layer_counted_from_either_end_selects_the_same_states():
         for layer, expected in ((0, -3), (1, -2), (-1, -1), ([0, 2], [-3, -1])):
             config = tiny_config(vision_feature_layer=layer)
             assert config.vision_feature_layer == expected
-            model.config.vision_feature_layer = config.vision_feature_layer
-            model.model.config.vision_feature_layer = config.vision_feature_layer
+            model.config.vision_feature_layer = config.vision_feature_layer  # the inner model shares this config
             if isinstance(layer, int):
-                features = model.model.get_image_features(pixel_values=pixels, return_dict=True).pooler_output
-                features = features[0] if isinstance(features, (list, tuple)) else features[0]
+                features = model.model.get_image_features(pixel_values=pixels, return_dict=True).pooler_output[0]
                 assert torch.equal(features, model.model.multi_modal_projector(states[layer][0, 1:]))
     with pytest.raises(ValueError, match="vision_feature_layer 3 does not exist.*-3..2"):
         tiny_config(vision_feature_layer=3)
