@@ -142,3 +142,23 @@ def test_relation_answers_follow_the_stated_relation():
             assert {"left": tx < ax, "right": tx > ax, "front": ty > ay, "behind": ty < ay}[relation]
             seen[relation] += 1
     assert set(seen) == {"between", "nearest", "left", "right", "front", "behind"}
+
+
+def test_command_line_restricts_object_counts_and_families(tmp_path, capsys):
+    """The first training stage of the tiny model: one object per scene, only questions about that object."""
+    from robopoint_hf.cli import main
+
+    out = tmp_path / "single"
+    families = "object_attribute,object_highlight"
+    assert main(["synth", "--n", "30", "--out", str(out), "--objects", "1-1", "--families", families]) == 0
+    info = json.loads((out / "synth_info.json").read_text())
+    assert (info["config"]["min_objects"], info["config"]["max_objects"]) == (1, 1)
+    records = json.loads((out / "train.json").read_text())
+    assert len(records) == 30 and {record["id"].split("/")[1] for record in records} == set(families.split(","))
+    config = SynthConfig(**{**info["config"], "family_weights": tuple(info["config"]["family_weights"])})
+    for record in records:  # the scene regenerated from the seed has exactly one object
+        scene, _ = generate_sample(info["seed"], int(record["id"].split("/")[2].split("_")[0]), config)
+        assert len(scene.objects) == 1
+    with pytest.raises(SystemExit):
+        main(["synth", "--n", "1", "--out", str(tmp_path / "bad"), "--families", "object_colour"])
+    assert "object_colour" in capsys.readouterr().err

@@ -8,6 +8,10 @@ robopoint synth --n 20000 --out data/synth --seed 0 --split-eval 200 --workers 2
 
 # larger images, three questions per scene
 robopoint synth --n 1000 --out data/synth-320 --image-size 320x240 --questions-per-scene 3
+
+# an easy first stage: one object per scene, the families that can be asked about a single object
+robopoint synth --n 20000 --out data/synth-1 --objects 1-1 \
+    --families object_attribute,free_space_relation,free_space_surface
 ```
 
 Train on ``OUT/train.json`` with image folder ``OUT``; evaluate on ``OUT/eval`` like Where2Place.
@@ -28,6 +32,24 @@ def _image_size(text: str) -> tuple[int, int]:
     return width, height
 
 
+def _object_range(text: str) -> tuple[int, int]:
+    try:
+        low, high = (int(part) for part in text.split("-"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"object counts must look like 2-5, got {text!r}") from None
+    return low, high
+
+
+def _families(text: str) -> tuple[str, ...]:
+    from ..synth import FAMILIES
+
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in FAMILIES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown families {unknown or text!r}; choose from {', '.join(FAMILIES)}")
+    return names
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``synth`` on the ``robopoint`` command line."""
     parser = subparsers.add_parser(
@@ -43,17 +65,31 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--workers", type=int, default=1, help="processes (the output does not depend on it)")
     parser.add_argument("--image-size", type=_image_size, default=(160, 120), metavar="WxH", help="default 160x120")
     parser.add_argument("--questions-per-scene", type=int, default=1, help="training records per scene")
+    parser.add_argument("--objects", type=_object_range, default=(2, 5), metavar="MIN-MAX", help="default 2-5")
+    parser.add_argument(
+        "--families", type=_families, default=None, help="comma-separated families to ask (default: all, weighted)"
+    )
     parser.set_defaults(func=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     """Generate the dataset and print a per-family summary."""
-    from ..synth import SynthConfig, generate_dataset
+    from ..synth import FAMILIES, SynthConfig, generate_dataset
 
+    weights = SynthConfig.family_weights
+    if args.families is not None:  # the chosen families keep their default weights relative to each other
+        weights = tuple(
+            weight if family in args.families else 0.0 for family, weight in zip(FAMILIES, weights, strict=True)
+        )
     try:
         config = SynthConfig(
-            width=args.image_size[0], height=args.image_size[1], questions_per_scene=args.questions_per_scene
+            width=args.image_size[0],
+            height=args.image_size[1],
+            questions_per_scene=args.questions_per_scene,
+            min_objects=args.objects[0],
+            max_objects=args.objects[1],
+            family_weights=weights,
         )
         summary = generate_dataset(
             args.out, args.n, seed=args.seed, eval_questions=args.split_eval, config=config, workers=args.workers
