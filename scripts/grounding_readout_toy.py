@@ -27,23 +27,11 @@ import math
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from robopoint_hf.tiny import TEXT_CONFIG
+from robopoint_hf.tiny import TEXT_CONFIG, sincos_position_table
 
 COLOURS = 8
 FIRST_COLOUR_WORD = 10  # token ids of the colour words; bins are predicted over ids BIN_TOKEN ... BIN_TOKEN + grid
 BIN_TOKEN = 20
-
-
-def sincos_2d(grid: int, dim: int) -> torch.Tensor:
-    """MAE-style 2-D sin-cos code: half the channels encode the column, half the row."""
-    quarter = dim // 4
-    omega = 1.0 / (100.0 ** (torch.arange(quarter) / quarter))
-    rows, columns = torch.meshgrid(torch.arange(grid).float(), torch.arange(grid).float(), indexing="ij")
-    parts = []
-    for coordinate in (columns.flatten(), rows.flatten()):
-        angles = coordinate[:, None] * omega[None]
-        parts += [angles.sin(), angles.cos()]
-    return torch.cat(parts, 1)
 
 
 def main() -> None:
@@ -64,7 +52,7 @@ def main() -> None:
     model = LlamaForCausalLM(config)
     width = config.hidden_size
     colours = torch.randn(COLOURS + 1, width)  # the last one is the background
-    positions = sincos_2d(grid, width) * args.position_scale
+    positions = sincos_position_table(grid, width) * args.position_scale
     words = model.get_input_embeddings()
 
     def batch(size: int) -> tuple[torch.Tensor, torch.Tensor]:

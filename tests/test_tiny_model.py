@@ -67,7 +67,9 @@ def test_tokenizer_round_trip_and_llama_layout(shipped):
     assert tokenizer.pad_token_id == 0 and tokenizer.convert_ids_to_tokens(3) == "<0x00>"
     answer = "[(0.461, 0.527), (0.498, 0.521)]"
     ids = tokenizer(" " + answer, add_special_tokens=False).input_ids
-    assert len(ids) == 13  # "▁[(" then six tokens per point minus the shared separators: compact numbers
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    # Fixed answer pieces: the first decimal of every coordinate is one ten-way token.
+    assert pieces[:2] == ["▁[(", "0.4"] and pieces[-1] == ")]" and pieces.count("0.5") == 2
     assert tokenizer.decode(ids).strip() == answer
     text = "Point to the blue mug. " + ANSWER_FORMAT_SUFFIX
     encoded = tokenizer(text).input_ids
@@ -88,11 +90,11 @@ def test_piecewise_tokenization_around_the_image(shipped):
     # As with Llama: the piece after the image starts afresh, with the dummy prefix "▁" before its "\n".
     after = tokenizer.convert_ids_to_tokens(ids[image_positions[-1] + 1 : image_positions[-1] + 3])
     assert after == ["▁", "\n"]
-    assert tokenizer.convert_ids_to_tokens(ids[-1]) == "ASSISTANT:"
+    assert tokenizer.convert_ids_to_tokens(ids[-1]) == "▁ASSISTANT:"
 
 
 def _small_config():
-    """The shipped recipe with a shrunken network (28-px images, width 32, one layer each): the path, not the size."""
+    """The shipped recipe with a shrunken network (56-px images, width 32, one layer each): the path, not the size."""
     from robopoint_hf.tiny import TEXT_CONFIG, VISION_CONFIG
 
     return {
@@ -101,7 +103,7 @@ def _small_config():
             "hidden_size": 32,
             "intermediate_size": 64,
             "num_hidden_layers": 1,
-            "image_size": 28,
+            "image_size": 56,
         },
         "text_config": {
             **TEXT_CONFIG,
@@ -156,6 +158,25 @@ def test_training_smoke_run_from_generator_output(small_run, tmp_path):
     with torch.inference_mode():
         output = model.generate(**inputs, max_new_tokens=4, do_sample=False)
     assert output.shape[1] <= inputs["input_ids"].shape[1] + 4
+
+
+def test_tokenizer_keeps_question_words_apart(small_run):
+    """A colour or object name must be the same tokens in every question: with merges across words, a BPE fused
+    whole questions ("Locate several points on the yellow bottle") into single tokens and the model could not tell
+    which colour a question asked for."""
+    from robopoint_hf.tiny import train_tokenizer, training_texts
+
+    data, init = small_run
+    tokenizer = RoboPointProcessor.from_pretrained(init).tokenizer
+    for word in (" blue", " mug", " left"):
+        piece = tokenizer(word, add_special_tokens=False).input_ids
+        for question in ("Point to the blue mug left of the plate.", "Find spots left of the blue mug, please."):
+            ids = tokenizer(question, add_special_tokens=False).input_ids
+            assert any(ids[i : i + len(piece)] == piece for i in range(len(ids))), (word, question)
+    # The fixed sentences are single pre-tokens: a tokenizer with room for merges makes each one token.
+    roomy = train_tokenizer(training_texts(data / "train.json"), vocab_size=1024)
+    assert len(roomy(ANSWER_FORMAT_SUFFIX, add_special_tokens=False).input_ids) == 1
+    assert roomy.convert_ids_to_tokens(roomy(" ASSISTANT:", add_special_tokens=False).input_ids) == ["▁ASSISTANT:"]
 
 
 def test_time_budgeted_training_runs_data_parallel_on_cpu(small_run, tmp_path):
