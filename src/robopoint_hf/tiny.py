@@ -326,9 +326,10 @@ def build(
 def sincos_position_table(grid: int, width: int):
     """MAE's 2-D sin-cos position code for a ``grid`` x ``grid`` patch grid: half the channels encode the column.
 
-    Why: a random CLIP position table (std 0.02) is ~25x weaker than the patch embedding, so at the start the image
-    tokens hardly say WHERE they are, which is all the answer is about; with this code every token carries its
-    column and row at full strength from step 0 (and the table stays trainable).
+    Why: a random CLIP position table (std 0.02) is ~30x weaker than the patch embedding (RMS 0.02 vs 0.61 on the
+    tiny model's training images), so at the start the image tokens hardly say WHERE they are, which is all the
+    answer is about; with this code every token carries its column and row at full strength from step 0 (and the
+    table stays trainable).
     """
     import torch
 
@@ -349,10 +350,11 @@ def sincos_position_table(grid: int, width: int):
 def scale_projector_output(model, processor, data_dir: str | os.PathLike, rms: float, images: int = 32) -> float:
     """Rescales the projector's last layer so that image tokens start with a per-channel RMS of ``rms``.
 
-    Why: with the default initialisation (std 0.02) the projected image tokens are as small as the word embeddings
-    (RMS ~0.04) and the first layers' attention outputs, which mix in the ~100 text tokens, drown what each image
-    token says about its patch; the language model then takes thousands of steps to start reading the image. The
-    scale is measured on the first ``images`` training images (the data-dependent init of LSUV, for one layer).
+    Why: with the default initialisation (std 0.02) the projected image tokens are about as small as the word
+    embeddings (RMS 0.05 vs 0.02, measured on the tiny model) and the first layers' attention outputs, which mix in
+    the text tokens, drown what each image token says about its patch; the language model then takes thousands of
+    steps to start reading the image. The scale is measured on the first ``images`` training images (the
+    data-dependent init of LSUV, for one layer).
 
     Returns:
         `float`: the factor the layer was multiplied by.
