@@ -179,6 +179,22 @@ def test_tokenizer_keeps_question_words_apart(small_run):
     assert roomy.convert_ids_to_tokens(roomy(" ASSISTANT:", add_special_tokens=False).input_ids) == ["▁ASSISTANT:"]
 
 
+def test_a_second_stage_keeps_the_record_of_the_first(small_run, tmp_path):
+    """The shipped model is trained in two stages (``train --init`` of a trained model); its card lists both."""
+    from robopoint_hf.tiny import _stages_text, train
+
+    data, init = small_run
+    first = train(data, init, tmp_path / "stage1", max_steps=2, per_device_train_batch_size=2)
+    second = train(data, first, tmp_path / "stage2", max_steps=3, per_device_train_batch_size=2)
+    summary = json.loads((second / "train_summary.json").read_text())
+    (earlier,) = summary["earlier_stages"]
+    assert (earlier["steps"], summary["steps"]) == (2, 3) and summary["data"] == earlier["data"] == str(data)
+    lines = _stages_text(summary).splitlines()
+    assert len(lines) == 2 and lines[0].startswith("* Stage 1 of 2: 24 synthetic scenes (`robopoint synth`, seed 3")
+    assert "2 steps" in lines[0] and "3 steps" in lines[1]
+    assert lines[1].endswith("final training loss not logged.")  # shorter than one logging interval
+
+
 def test_time_budgeted_training_runs_data_parallel_on_cpu(small_run, tmp_path):
     """Two torchrun processes (gloo) share the time budget: rank 0's clock sets every rank's learning rate and stop
     step, so the run ends cleanly (a rank stopping alone would hang the next all-reduce) and only rank 0 writes."""

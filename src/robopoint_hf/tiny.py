@@ -752,10 +752,11 @@ def _stages_text(summary: dict) -> str:
                 f"per scene; questions: {', '.join(f'{name} {count:,}' for name, count in families.items())})"
             )
         epochs = stage["samples_seen"] / stage["rows"]
+        # A run shorter than one logging interval has no logged loss.
+        loss = "not logged" if stage["final_loss"] is None else f"{stage['final_loss']:.3f}"
         lines.append(
             f"* Stage {number} of {len(stages)}: {data}; {stage['steps']:,} steps ({stage['samples_seen']:,} samples, "
-            f"{epochs:.2f} epochs) in **{stage['train_minutes']:.0f} minutes**, final training loss "
-            f"{stage['final_loss']:.3f}."
+            f"{epochs:.2f} epochs) in **{stage['train_minutes']:.0f} minutes**, final training loss {loss}."
         )
     return "\n".join(lines)
 
