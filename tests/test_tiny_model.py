@@ -179,6 +179,25 @@ def test_tokenizer_keeps_question_words_apart(small_run):
     assert roomy.convert_ids_to_tokens(roomy(" ASSISTANT:", add_special_tokens=False).input_ids) == ["▁ASSISTANT:"]
 
 
+def test_build_starts_image_tokens_with_positions_and_unit_scale(small_run):
+    """The two init choices that let the tiny model learn to read its image: a sin-cos position table and image
+    tokens at unit RMS on the training images."""
+    from robopoint_hf.tiny import sincos_position_table
+
+    data, init = small_run
+    model = RoboPointForConditionalGeneration.from_pretrained(init).eval()
+    processor = RoboPointProcessor.from_pretrained(init)
+    table = model.model.vision_tower.embeddings.position_embedding.weight[1:]
+    assert torch.equal(table, sincos_position_table(2, table.shape[1]))
+    records = json.loads((data / "train.json").read_text())
+    images = [Image.open(data / record["image"]).convert("RGB") for record in records]
+    with torch.no_grad():
+        pixel_values = processor.image_processor(images, return_tensors="pt")["pixel_values"]
+        tokens = model.model.get_image_features(pixel_values=pixel_values, return_dict=True).pooler_output
+        tokens = torch.cat(list(tokens)) if isinstance(tokens, (list, tuple)) else tokens
+    assert tokens.pow(2).mean().sqrt().item() == pytest.approx(1.0, rel=1e-4)
+
+
 def test_a_second_stage_keeps_the_record_of_the_first(small_run, tmp_path):
     """The shipped model is trained in two stages (``train --init`` of a trained model); its card lists both."""
     from robopoint_hf.tiny import _stages_text, train

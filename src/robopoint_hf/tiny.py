@@ -33,9 +33,9 @@ Design choices, each for a small model on a 2-core CPU:
   coordinate ``"0.4"`` + ``"61"`` -- the first piece is a ten-way choice that already places the point to 10 %,
   the easier decision to learn than a hundred-way one.
 * Images -- 112 px, patch 28 -> 16 image positions (a 4 x 4 grid; an object is 8-14 px): the fewer positions the
-  language model must choose among, the sooner it learns to (with 64 positions, no run here showed any use of
-  the image within 25 minutes). ``image_aspect_ratio="pad"`` like RoboPoint; the vision features are the LAST layer's
-  (``vision_feature_layer=-1``: with 4 layers, RoboPoint's -2 would waste one).
+  language model must choose among, the sooner it learns to (``scripts/grounding_readout_toy.py``: 0.99 accuracy
+  after 1,000 steps with 16 positions, 0.54 after 700 with 64). ``image_aspect_ratio="pad"`` like RoboPoint; the
+  vision features are the LAST layer's (``vision_feature_layer=-1``: with 4 layers, RoboPoint's -2 would waste one).
 * Initialisation -- random, except two things that make the image tokens say WHERE they are from step 0: the
   position table is a 2-D sin-cos code (:func:`sincos_position_table`) and the projector's output starts at unit
   RMS (:func:`scale_projector_output`).

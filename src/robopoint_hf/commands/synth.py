@@ -9,9 +9,8 @@ robopoint synth --n 20000 --out data/synth --seed 0 --split-eval 200 --workers 2
 # larger images, three questions per scene
 robopoint synth --n 1000 --out data/synth-320 --image-size 320x240 --questions-per-scene 3
 
-# an easy first stage: one object per scene, the families that can be asked about a single object
-robopoint synth --n 20000 --out data/synth-1 --objects 1-1 \
-    --families object_attribute,free_space_relation,free_space_surface
+# the tiny model's first training stage: one object per scene, questions about that object
+robopoint synth --n 20000 --out data/synth-1 --seed 1 --objects 1-1 --families object_attribute,object_highlight
 ```
 
 Train on ``OUT/train.json`` with image folder ``OUT``; evaluate on ``OUT/eval`` like Where2Place.
