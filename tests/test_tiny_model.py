@@ -191,10 +191,7 @@ def test_build_starts_image_tokens_with_positions_and_unit_scale(small_run):
     assert torch.equal(table, sincos_position_table(2, table.shape[1]))
     records = json.loads((data / "train.json").read_text())
     images = [Image.open(data / record["image"]).convert("RGB") for record in records]
-    with torch.no_grad():
-        pixel_values = processor.image_processor(images, return_tensors="pt")["pixel_values"]
-        tokens = model.model.get_image_features(pixel_values=pixel_values, return_dict=True).pooler_output
-        tokens = torch.cat(list(tokens)) if isinstance(tokens, (list, tuple)) else tokens
+    tokens = model.encode_images(processor.image_processor(images, return_tensors="pt")["pixel_values"])
     assert tokens.pow(2).mean().sqrt().item() == pytest.approx(1.0, rel=1e-4)
 
 

@@ -374,11 +374,8 @@ def scale_projector_output(model, processor, data_dir: str | os.PathLike, rms: f
     if not paths:
         raise ValueError(f"{data_dir / 'train.json'} has no record with an image to measure the image tokens on")
     pixel_values = processor.image_processor([Image.open(path).convert("RGB") for path in paths], return_tensors="pt")
+    factor = rms / model.encode_images(pixel_values["pixel_values"]).float().pow(2).mean().sqrt().item()
     with torch.no_grad():
-        features = model.model.get_image_features(pixel_values=pixel_values["pixel_values"], return_dict=True)
-        tokens = features.pooler_output
-        tokens = torch.cat(list(tokens)) if isinstance(tokens, (list, tuple)) else tokens
-        factor = rms / tokens.float().pow(2).mean().sqrt().item()
         last = [
             module for module in model.model.multi_modal_projector.modules() if isinstance(module, torch.nn.Linear)
         ]
