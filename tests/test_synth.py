@@ -13,7 +13,7 @@ from PIL import Image
 
 from robopoint_hf.data import load_robopoint_dataset
 from robopoint_hf.points import ANSWER_FORMAT_SUFFIX, parse_points
-from robopoint_hf.synth import FAMILIES, SynthConfig, generate_dataset, generate_sample
+from robopoint_hf.synth import FAMILIES, SynthConfig, centre_point, generate_dataset, generate_sample
 
 ANSWER = re.compile(r"^\[\(\d\.\d{3}, \d\.\d{3}\)(, \(\d\.\d{3}, \d\.\d{3}\))*\]$")
 
@@ -144,21 +144,44 @@ def test_relation_answers_follow_the_stated_relation():
     assert set(seen) == {"between", "nearest", "left", "right", "front", "behind"}
 
 
+def test_centre_answer_stays_inside_a_region_whose_centroid_is_outside():
+    ring = np.zeros((40, 40), dtype=bool)
+    ring[5:35, 5:35] = True
+    ring[10:30, 10:30] = False  # centroid (19.5, 19.5) is in the hole
+    x, y = centre_point(ring)
+    assert ring[int(y * 40), int(x * 40)]
+    assert (x * 40 - 20) ** 2 + (y * 40 - 20) ** 2 == pytest.approx(10.5**2 + 0.5**2)  # a hole-edge midpoint
+    with pytest.raises(ValueError, match="empty"):
+        centre_point(np.zeros((4, 4), dtype=bool))
+    with pytest.raises(ValueError, match="answer"):
+        SynthConfig(answer="middle")
+
+
 def test_command_line_restricts_object_counts_and_families(tmp_path, capsys):
     """The first training stage of the tiny model: one object per scene, only questions about that object."""
     from robopoint_hf.cli import main
 
     out = tmp_path / "single"
     families = "object_attribute,object_highlight"
-    assert main(["synth", "--n", "30", "--out", str(out), "--objects", "1-1", "--families", families]) == 0
+    arguments = ["--objects", "1-1", "--families", families, "--answer", "centre"]
+    assert main(["synth", "--n", "30", "--out", str(out), *arguments]) == 0
     info = json.loads((out / "synth_info.json").read_text())
     assert (info["config"]["min_objects"], info["config"]["max_objects"]) == (1, 1)
     records = json.loads((out / "train.json").read_text())
     assert len(records) == 30 and {record["id"].split("/")[1] for record in records} == set(families.split(","))
     config = SynthConfig(**{**info["config"], "family_weights": tuple(info["config"]["family_weights"])})
-    for record in records:  # the scene regenerated from the seed has exactly one object
-        scene, _ = generate_sample(info["seed"], int(record["id"].split("/")[2].split("_")[0]), config)
-        assert len(scene.objects) == 1
+    for record in records:  # the scene regenerated from the seed has exactly one object, answered at its centre
+        scene, [(question, _points, _image)] = generate_sample(
+            info["seed"], int(record["id"].split("/")[2].split("_")[0]), config
+        )
+        assert len(scene.objects) == 1 and (question.region == scene.mask(scene.objects[0])).all()
+        [point] = parse_points(record["conversations"][1]["value"]).points
+        x, y = point.x, point.y
+        rows, columns = np.nonzero(question.region)
+        assert question.region[int(y * 120), int(x * 160)]
+        distances = (rows - rows.mean()) ** 2 + (columns - columns.mean()) ** 2
+        answer = (int(y * 120) - rows.mean()) ** 2 + (int(x * 160) - columns.mean()) ** 2
+        assert answer == pytest.approx(distances.min())
     with pytest.raises(SystemExit):
         main(["synth", "--n", "1", "--out", str(tmp_path / "bad"), "--families", "object_colour"])
     assert "object_colour" in capsys.readouterr().err

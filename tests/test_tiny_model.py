@@ -197,16 +197,25 @@ def test_build_starts_image_tokens_with_positions_and_unit_scale(small_run):
 
 def test_a_second_stage_keeps_the_record_of_the_first(small_run, tmp_path):
     """The shipped model is trained in two stages (``train --init`` of a trained model); its card lists both."""
+    from robopoint_hf.synth import SynthConfig, generate_dataset
     from robopoint_hf.tiny import _stages_text, train
 
     data, init = small_run
-    first = train(data, init, tmp_path / "stage1", max_steps=2, per_device_train_batch_size=2)
+    single = tmp_path / "single"  # the shipped curriculum's first stage: one object, answered at its centre
+    generate_dataset(single, 8, seed=4, config=SynthConfig(min_objects=1, max_objects=1, answer="centre"))
+    first = train(single, init, tmp_path / "stage1", max_steps=2, per_device_train_batch_size=2)
     second = train(data, first, tmp_path / "stage2", max_steps=3, per_device_train_batch_size=2)
     summary = json.loads((second / "train_summary.json").read_text())
     (earlier,) = summary["earlier_stages"]
-    assert (earlier["steps"], summary["steps"]) == (2, 3) and summary["data"] == earlier["data"] == str(data)
+    assert (earlier["steps"], summary["steps"]) == (2, 3) and (earlier["data"], summary["data"]) == (
+        str(single),
+        str(data),
+    )
     lines = _stages_text(summary).splitlines()
-    assert len(lines) == 2 and lines[0].startswith("* Stage 1 of 2: 24 synthetic scenes (`robopoint synth`, seed 3")
+    assert len(lines) == 2 and lines[0].startswith("* Stage 1 of 2: 8 synthetic scenes (`robopoint synth`, seed 4")
+    assert "one object per scene" in lines[0] and "answers: one point at the region's centre)" in lines[0]
+    assert lines[1].startswith("* Stage 2 of 2: 24 synthetic scenes (`robopoint synth`, seed 3, 2-5 objects")
+    assert "answers: 3-8 points sampled in the region)" in lines[1]
     assert "2 steps" in lines[0] and "3 steps" in lines[1]
     assert lines[1].endswith("final training loss not logged.")  # shorter than one logging interval
 

@@ -19,7 +19,8 @@ Each question belongs to a family (the ``category`` of the evaluation split):
 The ground-truth region is a pixel mask (an object's instance mask, or a free-space rectangle on the table minus
 every object grown by a margin). Answers are 3-8 pixel centres sampled inside the region (eroded by one pixel
 when possible, so JPEG-blurred mask edges do not matter), normalized by the image size and formatted exactly like
-RoboPoint's training answers. Everything is drawn from ``numpy.random.default_rng((seed, split, index))``, so a
+RoboPoint's training answers (or, with ``SynthConfig(answer="centre")``, one point at the region's centre, a
+curriculum step for small models). Everything is drawn from ``numpy.random.default_rng((seed, split, index))``, so a
 scene does not depend on the others and the output is byte-identical for a given seed, whatever the number of
 worker processes.
 
@@ -52,12 +53,14 @@ from .data import make_pointing_record, write_robopoint_records
 from .points import add_answer_format
 
 __all__ = [
+    "ANSWER_KINDS",
     "FAMILIES",
     "Question",
     "Scene",
     "SceneObject",
     "SynthConfig",
     "SynthSummary",
+    "centre_point",
     "generate_dataset",
     "generate_sample",
     "make_question",
@@ -89,6 +92,7 @@ FAMILIES = (
     "free_space_between",
     "free_space_surface",
 )
+ANSWER_KINDS = ("points", "centre")
 _DEFAULT_WEIGHTS = (0.2, 0.2, 0.1, 0.25, 0.1, 0.15)
 
 _OBJECT_TEMPLATES = (
@@ -144,6 +148,11 @@ class SynthConfig:
         height (`int`, *optional*, defaults to `120`): image height in pixels (at most 1000).
         min_objects (`int`, *optional*, defaults to `2`): fewest objects per scene.
         max_objects (`int`, *optional*, defaults to `5`): most objects per scene.
+        answer (`str`, *optional*, defaults to `"points"`): ``"points"`` answers with ``min_points``-``max_points``
+            points sampled inside the region, like RoboPoint's data; ``"centre"`` answers with ONE point, the region
+            pixel nearest its centroid. A tiny model learns *where* an object is far sooner from one point that is
+            a function of the image than from several random ones, whose digits are mostly noise (the first stage
+            of the tiny model's training uses it).
         min_points (`int`, *optional*, defaults to `3`): fewest answer points.
         max_points (`int`, *optional*, defaults to `8`): most answer points.
         questions_per_scene (`int`, *optional*, defaults to `1`): training records per scene (distinct questions
@@ -156,6 +165,7 @@ class SynthConfig:
     height: int = 120
     min_objects: int = 2
     max_objects: int = 5
+    answer: str = "points"
     min_points: int = 3
     max_points: int = 8
     questions_per_scene: int = 1
@@ -167,6 +177,8 @@ class SynthConfig:
             raise ValueError(f"image size must be within 32..1000 pixels per side, got {self.width}x{self.height}")
         if not 1 <= self.min_objects <= self.max_objects <= 8:
             raise ValueError(f"need 1 <= min_objects <= max_objects <= 8, got {self.min_objects}, {self.max_objects}")
+        if self.answer not in ANSWER_KINDS:
+            raise ValueError(f"answer must be one of {ANSWER_KINDS}, got {self.answer!r}")
         if not 1 <= self.min_points <= self.max_points:
             raise ValueError(f"need 1 <= min_points <= max_points, got {self.min_points}, {self.max_points}")
         if self.questions_per_scene < 1:
@@ -581,6 +593,26 @@ def sample_points(region: np.ndarray, rng: np.random.Generator, count: int) -> l
     return [((columns[i] + 0.5) / width, (rows[i] + 0.5) / height) for i in chosen]
 
 
+def centre_point(region: np.ndarray) -> tuple[float, float]:
+    """The pixel of ``region`` nearest its centroid, normalized like [`sample_points`].
+
+    The centroid itself can fall outside a non-convex region (a mug's handle, free space around an object), so the
+    answer snaps to the nearest region pixel and always lies inside the ground truth.
+
+    Args:
+        region (`np.ndarray` of shape `(H, W)`, bool): the ground-truth region (must not be empty).
+
+    Returns:
+        `tuple[float, float]`: ``(x, y)`` in 0-1.
+    """
+    rows, columns = np.nonzero(region)
+    if len(rows) == 0:
+        raise ValueError("cannot take the centre of an empty region")
+    nearest = int(np.argmin((rows - rows.mean()) ** 2 + (columns - columns.mean()) ** 2))
+    height, width = region.shape
+    return ((columns[nearest] + 0.5) / width, (rows[nearest] + 0.5) / height)
+
+
 def generate_sample(
     seed: int, index: int, config: SynthConfig, *, split: str = "train", questions: int | None = None
 ) -> tuple[Scene, list[tuple[Question, list[tuple[float, float]], Image.Image]]]:
@@ -618,8 +650,13 @@ def generate_sample(
                 ImageDraw.Draw(image).rectangle(
                     question.highlight, outline=_HIGHLIGHT, width=max(1, round(config.scale))
                 )
-            count = int(rng.integers(config.min_points, config.max_points + 1))
-            asked.append((question, sample_points(question.region, rng, count), image))
+            if config.answer == "centre":
+                points = [centre_point(question.region)]
+            else:
+                points = sample_points(
+                    question.region, rng, int(rng.integers(config.min_points, config.max_points + 1))
+                )
+            asked.append((question, points, image))
             texts.add(question.text)
         if len(asked) == wanted:
             return scene, asked

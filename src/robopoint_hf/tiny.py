@@ -744,9 +744,15 @@ def _stages_text(summary: dict) -> str:
             config, families = info["config"], info["summary"]["families"]
             low, high = config["min_objects"], config["max_objects"]
             objects = "one object" if low == high == 1 else f"{low}-{high} objects"
+            answers = (
+                "one point at the region's centre"
+                if config.get("answer") == "centre"
+                else f"{config['min_points']}-{config['max_points']} points sampled in the region"
+            )
             data = (
                 f"{info['summary']['scenes']:,} synthetic scenes (`robopoint synth`, seed {info['seed']}, {objects} "
-                f"per scene; questions: {', '.join(f'{name} {count:,}' for name, count in families.items())})"
+                f"per scene; questions: {', '.join(f'{name} {count:,}' for name, count in families.items())}; "
+                f"answers: {answers})"
             )
         epochs = stage["samples_seen"] / stage["rows"]
         # A run shorter than one logging interval has no logged loss.

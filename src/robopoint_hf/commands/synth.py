@@ -68,6 +68,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--families", type=_families, default=None, help="comma-separated families to ask (default: all, weighted)"
     )
+    parser.add_argument(
+        "--answer",
+        choices=("points", "centre"),
+        default="points",
+        help="points: 3-8 sampled points, RoboPoint's format (default); centre: one point at the region's centre",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -88,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
             questions_per_scene=args.questions_per_scene,
             min_objects=args.objects[0],
             max_objects=args.objects[1],
+            answer=args.answer,
             family_weights=weights,
         )
         summary = generate_dataset(
