@@ -196,7 +196,7 @@ def test_build_starts_image_tokens_with_positions_and_unit_scale(small_run):
 
 
 def test_a_second_stage_keeps_the_record_of_the_first(small_run, tmp_path):
-    """The shipped model is trained in two stages (``train --init`` of a trained model); its card lists both."""
+    """The shipped model is trained in stages (``train --init`` of a trained model); its card lists every one."""
     from robopoint_hf.synth import SynthConfig, generate_dataset
     from robopoint_hf.tiny import _stages_text, train
 
@@ -275,3 +275,28 @@ def test_evaluation_also_scores_the_model_on_shuffled_images(small_run, tmp_path
     records = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text().splitlines()]
     assert [r["text"] for r in records] == inside and [r["text_shuffled_images"] for r in records] == rotated
     assert "same model, images shuffled" in tiny.results_table(results)
+
+
+def test_card_says_where_the_image_matters():
+    """The card's ablation sentence follows the per-family differences (right minus shuffled images, from +0.02)."""
+    from robopoint_hf.tiny import image_ablation_text
+
+    def results(right, shuffled):
+        families = ["a", "b"]
+        mean = lambda values: sum(values) / len(values)  # noqa: E731
+        return {
+            "categories": families,
+            "model": {"accuracy": mean(right), "per_category": dict(zip(families, right, strict=True))},
+            "model_shuffled_images": {
+                "accuracy": mean(shuffled),
+                "per_category": dict(zip(families, shuffled, strict=True)),
+            },
+        }
+
+    assert "question alone" in image_ablation_text(results([0.5, 0.3], [0.49, 0.3]))
+    assert "adds +0.200 overall and matters in every family: a +0.300, b +0.100" in image_ablation_text(
+        results([0.5, 0.3], [0.2, 0.2])
+    )
+    some = image_ablation_text(results([0.5, 0.3], [0.2, 0.29]))
+    assert "it matters in a +0.300, and elsewhere the answers come from the question alone" in some
+    assert image_ablation_text({"categories": []}) == ""

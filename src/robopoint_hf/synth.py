@@ -151,8 +151,8 @@ class SynthConfig:
         answer (`str`, *optional*, defaults to `"points"`): ``"points"`` answers with ``min_points``-``max_points``
             points sampled inside the region, like RoboPoint's data; ``"centre"`` answers with ONE point, the region
             pixel nearest its centroid. A tiny model learns *where* an object is far sooner from one point that is
-            a function of the image than from several random ones, whose digits are mostly noise (the first stage
-            of the tiny model's training uses it).
+            a function of the image than from several random ones, whose digits are mostly noise (the first two
+            stages of the tiny model's training use it).
         min_points (`int`, *optional*, defaults to `3`): fewest answer points.
         max_points (`int`, *optional*, defaults to `8`): most answer points.
         questions_per_scene (`int`, *optional*, defaults to `1`): training records per scene (distinct questions

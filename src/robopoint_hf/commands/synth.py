@@ -9,8 +9,9 @@ robopoint synth --n 20000 --out data/synth --seed 0 --split-eval 200 --workers 2
 # larger images, three questions per scene
 robopoint synth --n 1000 --out data/synth-320 --image-size 320x240 --questions-per-scene 3
 
-# the tiny model's first training stage: one object per scene, questions about that object
-robopoint synth --n 20000 --out data/synth-1 --seed 1 --objects 1-1 --families object_attribute,object_highlight
+# the tiny model's first training stage: one object per scene, questions about it, one centre point as answer
+robopoint synth --n 20000 --out data/synth-1 --seed 1 --objects 1-1 --families object_attribute,object_highlight \
+    --answer centre
 ```
 
 Train on ``OUT/train.json`` with image folder ``OUT``; evaluate on ``OUT/eval`` like Where2Place.
