@@ -185,3 +185,6 @@ def test_command_line_restricts_object_counts_and_families(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["synth", "--n", "1", "--out", str(tmp_path / "bad"), "--families", "object_colour"])
     assert "object_colour" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["synth", "--n", "1", "--out", str(tmp_path / "bad"), "--answer", "middle"])
+    assert "unknown answer kind 'middle'; choose from points, centre" in capsys.readouterr().err

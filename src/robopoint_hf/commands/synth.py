@@ -50,6 +50,14 @@ def _families(text: str) -> tuple[str, ...]:
     return names
 
 
+def _answer_kind(text: str) -> str:
+    from ..synth import ANSWER_KINDS
+
+    if text not in ANSWER_KINDS:
+        raise argparse.ArgumentTypeError(f"unknown answer kind {text!r}; choose from {', '.join(ANSWER_KINDS)}")
+    return text
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``synth`` on the ``robopoint`` command line."""
     parser = subparsers.add_parser(
@@ -71,7 +79,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument(
         "--answer",
-        choices=("points", "centre"),
+        type=_answer_kind,
         default="points",
         help="points: 3-8 sampled points, RoboPoint's format (default); centre: one point at the region's centre",
     )
