@@ -386,12 +386,12 @@ def scale_projector_output(model, processor, data_dir: str | os.PathLike, rms: f
     pixel_values = processor.image_processor([Image.open(path).convert("RGB") for path in paths], return_tensors="pt")
     factor = rms / model.encode_images(pixel_values["pixel_values"]).float().pow(2).mean().sqrt().item()
     with torch.no_grad():
-        last = [
+        linears = [
             module for module in model.model.multi_modal_projector.modules() if isinstance(module, torch.nn.Linear)
         ]
-        last[-1].weight.mul_(factor)
-        if last[-1].bias is not None:
-            last[-1].bias.mul_(factor)
+        linears[-1].weight.mul_(factor)
+        if linears[-1].bias is not None:
+            linears[-1].bias.mul_(factor)
     return factor
 
 
@@ -747,8 +747,9 @@ def _stages_text(summary: dict) -> str:
     stages = [*summary.get("earlier_stages", []), summary]
     lines = []
     for number, stage in enumerate(stages, start=1):
-        data = f"`{Path(stage['data']).name}`" if stage.get("data") else "the training data"
-        info_file = Path(stage["data"]) / "synth_info.json" if stage.get("data") else None
+        data_dir = Path(stage["data"]) if stage.get("data") else None
+        data = f"`{data_dir.name}`" if data_dir else "the training data"
+        info_file = data_dir / "synth_info.json" if data_dir else None
         if info_file is not None and info_file.exists():
             info = json.loads(info_file.read_text())
             config, families = info["config"], info["summary"]["families"]
