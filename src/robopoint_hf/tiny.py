@@ -475,7 +475,7 @@ def train(
     """
     import torch
 
-    from .train import ModelArguments, RoboPointSFTConfig, ScriptArguments, build_trainer
+    from .train import ModelArguments, RoboPointSFTConfig, ScriptArguments, build_trainer, leave_process_group
 
     if num_threads:
         torch.set_num_threads(num_threads)
@@ -514,6 +514,7 @@ def train(
     output_dir = Path(output_dir)
     trainer.save_model(str(output_dir))  # writes on the main process only
     if not trainer.is_world_process_zero():
+        leave_process_group()  # waits for rank 0's writes below
         return output_dir
     processor.save_pretrained(output_dir)
     generation_config(processor.tokenizer).save_pretrained(output_dir)
@@ -538,6 +539,7 @@ def train(
         summary["earlier_stages"] = [*previous.pop("earlier_stages", []), previous]
     (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     logger.info("Trained %d steps in %.1f min.", summary["steps"], minutes)
+    leave_process_group()
     return output_dir
 
 

@@ -514,6 +514,20 @@ def build_trainer(
     return trainer
 
 
+def leave_process_group() -> None:
+    """Ends a ``torchrun`` run cleanly: waits for every rank, then destroys the process group.
+
+    Why: the Trainer (through accelerate) creates the group and never destroys it; a rank that exits while the
+    others still write files can be killed at interpreter shutdown by gloo's threads ("terminate called without an
+    active exception", SIGABRT), which fails the whole run after training succeeded. A no-op without a group.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def main(script_args: ScriptArguments, training_args: RoboPointSFTConfig, model_args: ModelArguments) -> Path:
     """Trains as configured and saves the result (full model, or LoRA adapter + projector) in ``output_dir``.
 
@@ -542,6 +556,7 @@ def main(script_args: ScriptArguments, training_args: RoboPointSFTConfig, model_
         }
         parts["prompt_template"] = trainer.processing_class.prompt_template
         (output_dir / COMPONENTS_FILE).write_text(json.dumps(parts, indent=1))
+    leave_process_group()
     return output_dir
 
 
