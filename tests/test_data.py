@@ -14,6 +14,7 @@ from robopoint_hf.data import (
     iter_json_array,
     load_robopoint_dataset,
     make_pointing_record,
+    mix_robopoint_data,
     record_to_row,
     write_robopoint_records,
 )
@@ -181,6 +182,33 @@ def test_write_then_read_round_trips_and_output_is_plain_json(tmp_path):
     assert list(iter_json_array(path)) == records
     assert write_robopoint_records([], tmp_path / "empty.json") == 0
     assert json.loads((tmp_path / "empty.json").read_text()) == []
+
+
+def test_mixture_keeps_records_and_order_and_finds_every_image_from_its_own_folder(tmp_path, cache):
+    # Two synth-like folders whose records share an id and a relative image path, but not the image file.
+    text_only = {"id": "text", "conversations": [_human("Where?"), _gpt("[(0.100, 0.200)]")]}
+    sources = []
+    for name, colour, records in (("one", "red", []), ("few", "blue", [text_only])):
+        folder = tmp_path / name
+        (folder / "images").mkdir(parents=True)
+        Image.new("RGB", (8, 6), colour).save(folder / "images" / "0.png")
+        write_robopoint_records([_image_record("r/0", image="images/0.png"), *records], folder / "t.json")
+        sources.append((folder / "t.json", folder))
+
+    mixed = tmp_path / "mix" / "train.json"
+    assert mix_robopoint_data(sources, mixed) == [1, 2]
+    records = json.loads(mixed.read_text())
+    assert [r["id"] for r in records] == ["r/0", "r/0", "text"]
+    assert [r.get("image") for r in records] == ["../one/images/0.png", "../few/images/0.png", None]
+    assert [r["conversations"] for r in records] == [_image_record("r/0")["conversations"]] * 2 + [
+        text_only["conversations"]
+    ]
+    dataset = load_robopoint_dataset(mixed, mixed.parent, cache_dir=cache)
+    assert [row["images"][0].getpixel((0, 0)) if row["images"] else None for row in dataset] == [
+        (255, 0, 0),
+        (0, 0, 255),
+        None,
+    ]
 
 
 def test_make_pointing_record_matches_the_released_format():

@@ -198,7 +198,7 @@ def test_build_starts_image_tokens_with_positions_and_unit_scale(small_run):
 def test_a_second_stage_keeps_the_record_of_the_first(small_run, tmp_path):
     """The shipped model is trained in stages (``train --init`` of a trained model); its card lists every one."""
     from robopoint_hf.synth import SynthConfig, generate_dataset
-    from robopoint_hf.tiny import _stages_text, train
+    from robopoint_hf.tiny import _stages_text, main, train
 
     data, init = small_run
     single = tmp_path / "single"  # the shipped curriculum's first stage: one object, answered at its centre
@@ -218,6 +218,16 @@ def test_a_second_stage_keeps_the_record_of_the_first(small_run, tmp_path):
     assert "answers: 3-8 points sampled in the region)" in lines[1]
     assert "2 steps" in lines[0] and "3 steps" in lines[1]
     assert lines[1].endswith("final training loss not logged.")  # shorter than one logging interval
+
+    # The shipped recipe's last stage trains on a mixture (stage 2's questions replayed): `mix` writes one list
+    # and says where its records came from, and the card says it too.
+    assert main(["mix", "--data", str(data), str(single), "--out", str(tmp_path / "mix")]) == 0
+    third = train(tmp_path / "mix", second, tmp_path / "stage3", max_steps=1, per_device_train_batch_size=2)
+    summary = json.loads((third / "train_summary.json").read_text())
+    assert summary["rows"] == 24 + 8
+    line = _stages_text(summary).splitlines()[2]
+    assert line.startswith("* Stage 3 of 3: a mixture of 24 synthetic scenes (`robopoint synth`, seed 3, 2-5 objects")
+    assert "and 8 synthetic scenes (`robopoint synth`, seed 4, one object per scene" in line
 
 
 def test_time_budgeted_training_runs_data_parallel_on_cpu(small_run, tmp_path):

@@ -73,6 +73,7 @@ __all__ = [
     "iter_json_array",
     "load_robopoint_dataset",
     "make_pointing_record",
+    "mix_robopoint_data",
     "record_to_row",
     "write_robopoint_records",
 ]
@@ -456,6 +457,43 @@ def write_robopoint_records(records: Iterable[dict[str, Any]], path: str | os.Pa
         handle.write("\n]\n" if count else "]\n")
     os.replace(temporary, path)
     return count
+
+
+def mix_robopoint_data(
+    sources: Sequence[tuple[str | os.PathLike[str], str | os.PathLike[str] | None]], path: str | os.PathLike[str]
+) -> list[int]:
+    """Concatenate RoboPoint JSON lists into one training list: a data mixture.
+
+    LLaVA and RoboPoint train on a mixture written out as ONE list (``robopoint_1432k.json`` is LLaVA's 665k
+    instructions plus RoboPoint's own data) rather than sampling several files at run time; the trainer shuffles
+    the rows. Records are copied unchanged (ids included: an error still names the file, the id and the index)
+    except their ``image``, rewritten relative to the output file's folder so that the mixture trains with
+    ``image_folder`` = that folder and no image is copied. Records are not validated here: the loader does that,
+    naming the mixed file and the index.
+
+    Args:
+        sources (sequence of `(json_path, image_folder)`): the lists, in order, each with the folder its ``image``
+            paths are relative to (``None``: relative to the working directory).
+        path (`str` or `os.PathLike`): the mixed list to write.
+
+    Returns:
+        `list[int]`: the number of records taken from each source.
+    """
+    out_folder = Path(path).resolve().parent
+    counts = [0] * len(sources)
+
+    def records() -> Iterator[Any]:
+        for index, (json_path, image_folder) in enumerate(sources):
+            for record in iter_json_array(json_path):
+                counts[index] += 1
+                image = record.get("image") if isinstance(record, dict) else None
+                if isinstance(image, str) and image:
+                    located = Path(image_folder, image) if image_folder else Path(image)
+                    record = {**record, "image": os.path.relpath(located.resolve(), out_folder)}
+                yield record
+
+    write_robopoint_records(records(), path)
+    return counts
 
 
 def make_pointing_record(
