@@ -64,18 +64,18 @@ Design choices, each for a small model on a 2-core CPU:
   questions -- within noise, so the model keeps RoboPoint's several-point answers.
 * What limits it -- reading x off the image. On 300 held-out ONE-object scenes (nothing to tell apart), the stage-1
   model of a rerun points inside the object 55 % of the time: its y is within 4 px in 95 % of the answers (median
-  0.6 px), its x is off by a median 7 px (objects are ~17 px wide in the 160 x 120 scene). Not the answer order: a
-  stage 1 trained on ``[(y, x)]`` answers (12 min on one thread each, side by side with ``[(x, y)]``) had the same
-  losses per coordinate whatever its position (first x digit 2.24 nats first or second, first y digit 1.19-1.44).
-  A ridge probe of the image tokens (2,500 scenes, 500 held out) finds the object's x to 7.7 px and its y to 2.9
-  px: objects stand on a table band, so x spans 2.3x the range of y (std 40 vs 17 px) at about the same relative
-  precision. Training made the tower asymmetric: a 1-px shift of a pasted box changes the image tokens 2.6x more
-  when it moves in y than in x after stage 1 (1.1x at initialisation). The image tokens (16 patches of 28 px)
-  locate things to ~1/5 of a coordinate's range; every family but "free space on a surface" needs better than
-  that (the more objects, the worse: 0.37 -> 0.12 on the object families from 2 to 5 objects, shipped model). 64
-  patches (patch 14) would be finer but learn slower (above). A longer stage 1 reads x better (25 instead of 20
-  min, 9,187 instead of 7,731 steps: 0.67 instead of 0.55 inside the object, x off by 5.2 instead of 7.4 px), hence
-  the shipped 25 / 15 / 20 min; the overall score did not move (0.282, vs 0.280 with 20 / 15 / 25 and replay).
+  0.6 px), its x is off by a median 7 px (objects are ~17 px wide in the 160 x 120 scene). A ridge probe of the
+  image tokens (2,500 scenes, 500 held out) finds x to 7.7 px and y to 2.9 px, and a 1-px shift of a pasted box
+  changes them 2.6x more in y than in x (1.1x at initialisation): the tower learned y first. Why, measured with
+  12-min stage-1 runs on one thread, side by side (~3,100 steps; control: x off by 39 px, y by 8): not the answer
+  order (``[(y, x)]`` answers: the same loss per coordinate, first x digit 2.24 nats first or second), not the
+  tables' wood grain (scenes without it: 38 / 6 px), but the layout: objects stand on a table band, so x spans
+  2.3x the range of y (std 40 vs 17 px), and on transposed scenes the model learns the band's coordinate first
+  (x' 13 px, y' 34 px). The wide coordinate comes last and keeps improving with steps: x off by 39 / 7.4 / 5.2 px
+  after 3,135 / 7,731 / 9,187 stage-1 steps (0.55 -> 0.67 inside the object for the last two), hence the shipped
+  25 / 15 / 20 min; the overall score did not move (0.282, vs 0.280 with 20 / 15 / 25 and replay). Every family
+  but "free space on a surface" needs that precision, the more so the more objects (0.37 -> 0.12 on the object
+  families from 2 to 5 objects, shipped model). 64 patches (patch 14) would be finer but learn slower (above).
 * Data parallel on one CPU -- ``torchrun --standalone --nproc_per_node 2 -m robopoint_hf.tiny train ...`` runs
   one single-threaded process per core (gloo all-reduce), rank 0's clock driving every rank's time budget.
   Measured one after the other on an idle machine (200 steps each, 16 image positions): 106 samples/s with two
