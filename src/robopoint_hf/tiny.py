@@ -777,7 +777,7 @@ def _data_text(data_dir: Path) -> str:
     info_file, mix_file = data_dir / "synth_info.json", data_dir / MIX_INFO_FILE
     if mix_file.exists():
         sources = json.loads(mix_file.read_text())["sources"]
-        return "a mixture of " + " and ".join(f"{_data_text(Path(source['data']))}" for source in sources)
+        return "a mixture of " + " and ".join(_data_text(Path(source["data"])) for source in sources)
     if not info_file.exists():
         return f"`{data_dir.name}`"
     info = json.loads(info_file.read_text())
