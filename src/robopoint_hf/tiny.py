@@ -71,8 +71,9 @@ Design choices, each for a small model on a 2-core CPU:
   order (``[(y, x)]`` answers: the same loss per coordinate, first x digit 2.24 nats first or second), not the
   tables' wood grain (scenes without it: 38 / 6 px), but the layout: objects stand on a table band, so x spans
   2.3x the range of y (std 40 vs 17 px), and on transposed scenes the model learns the band's coordinate first
-  (x' 13 px, y' 34 px). The wide coordinate comes last and keeps improving with steps: x off by 39 / 7.4 / 5.2 px
-  after 3,135 / 7,731 / 9,187 stage-1 steps (0.55 -> 0.67 inside the object for the last two), hence the shipped
+  (x' 13 px, y' 34 px); with half the scenes transposed it learned each layout's narrow coordinate and x on the
+  normal half no sooner (39 px). The wide coordinate comes last and keeps improving with steps: x off by 39 / 7.4 /
+  5.2 px after 3,135 / 7,731 / 9,187 stage-1 steps (0.55 -> 0.67 inside the object for the last two), hence the shipped
   25 / 15 / 20 min; the overall score did not move (0.282, vs 0.280 with 20 / 15 / 25 and replay). Every family
   but "free space on a surface" needs that precision, the more so the more objects (0.37 -> 0.12 on the object
   families from 2 to 5 objects, shipped model). 64 patches (patch 14) would be finer but learn slower (above).
