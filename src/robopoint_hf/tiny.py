@@ -1026,9 +1026,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             {"data": str(Path(folder).resolve()), "records": n} for folder, n in zip(args.data, counts, strict=True)
         ]
         (Path(args.out) / MIX_INFO_FILE).write_text(json.dumps({"sources": sources}, indent=1) + "\n")
-        logger.info(
-            "Mixed %s into %s.", ", ".join(f"{n} from {d}" for n, d in zip(counts, args.data, strict=True)), args.out
-        )
+        logger.info("Mixed %s into %s.", ", ".join(f"{s['records']} from {s['data']}" for s in sources), args.out)
     elif args.command == "train":
         train(
             args.data,
