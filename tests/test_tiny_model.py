@@ -203,8 +203,18 @@ def test_a_second_stage_keeps_the_record_of_the_first(small_run, tmp_path):
     data, init = small_run
     single = tmp_path / "single"  # the shipped curriculum's first stage: one object, answered at its centre
     generate_dataset(single, 8, seed=4, config=SynthConfig(min_objects=1, max_objects=1, answer="centre"))
-    first = train(single, init, tmp_path / "stage1", max_steps=2, per_device_train_batch_size=2)
+    # The first stage keeps the random tower (`--freeze-vision-tower`): only the projector and the LM learn.
+    first = tmp_path / "stage1"
+    command = ["train", "--data", str(single), "--init", str(init), "--output-dir", str(first)]
+    assert main([*command, "--max-steps", "2", "--batch-size", "2", "--freeze-vision-tower"]) == 0
     second = train(data, first, tmp_path / "stage2", max_steps=3, per_device_train_batch_size=2)
+    weights = [
+        RoboPointForConditionalGeneration.from_pretrained(folder).state_dict() for folder in (init, first, second)
+    ]
+    tower = [name for name in weights[0] if ".vision_tower." in name]
+    assert tower and all(torch.equal(weights[0][name], weights[1][name]) for name in tower)
+    assert not all(torch.equal(weights[1][name], weights[2][name]) for name in tower)  # stage 2 trains it
+    assert not torch.equal(weights[0]["lm_head.weight"], weights[1]["lm_head.weight"])
     summary = json.loads((second / "train_summary.json").read_text())
     (earlier,) = summary["earlier_stages"]
     assert (earlier["steps"], summary["steps"]) == (2, 3) and (earlier["data"], summary["data"]) == (
@@ -217,6 +227,7 @@ def test_a_second_stage_keeps_the_record_of_the_first(small_run, tmp_path):
     assert lines[1].startswith("* Stage 2 of 2: 24 synthetic scenes (`robopoint synth`, seed 3, 2-5 objects")
     assert "answers: 3-8 points sampled in the region)" in lines[1]
     assert "2 steps" in lines[0] and "3 steps" in lines[1]
+    assert lines[0].endswith("; vision tower frozen.") and "frozen" not in lines[1]
     assert lines[1].endswith("final training loss not logged.")  # shorter than one logging interval
 
     # The shipped recipe's last stage trains on a mixture (stage 2's questions replayed): `mix` writes one list

@@ -100,6 +100,9 @@ Design choices, each for a small model on a 2-core CPU:
   are a likely limit of binding. Half the stage-1 records from TWO-object scenes (``tiny mix`` of 20,000 + 20,000;
   15 min on one thread side by side with the control, ~3,900 steps each) kept no more colour (0.70 vs 0.78) and
   slowed the reading of positions (y off by 10.5 vs 3.6 px on one-object scenes).
+  The tower FROZEN at its random initialisation for stage 1 (``train --freeze-vision-tower``; the same 15 min,
+  3,891 vs 3,899 steps) kept the colour (0.83) and read x sooner (off by 21 vs 38 px; y 7.6 vs 3.6 px; 0.137 vs
+  0.090 inside the object).
 * Data parallel on one CPU -- ``torchrun --standalone --nproc_per_node 2 -m robopoint_hf.tiny train ...`` runs
   one single-threaded process per core (gloo all-reduce), rank 0's clock driving every rank's time budget.
   Measured one after the other on an idle machine (200 steps each, 16 image positions): 106 samples/s with two
@@ -506,6 +509,7 @@ def train(
     max_samples: int | None = None,
     num_threads: int | None = None,
     max_minutes: float | None = None,
+    freeze_vision_tower: bool = False,
     **overrides: Any,
 ) -> Path:
     """Trains the model of ``init_dir`` on ``data_dir/train.json`` with the project's TRL trainer.
@@ -523,6 +527,9 @@ def train(
         num_threads (`int`, *optional*): torch CPU threads.
         max_minutes (`float`, *optional*): train for this wall-clock time, with warm-up and cosine decay over
             TIME instead of steps (see :func:`_time_budget_callback`); the shipped model's recipe.
+        freeze_vision_tower (`bool`, *optional*, defaults to `False`): keep the tower at its ``init_dir`` weights
+            (the random tower's tokens keep the objects' colours, which a first stage on one-object scenes trains
+            away; see the module notes).
         **overrides: fields of :class:`~robopoint_hf.train.RoboPointSFTConfig` replacing :data:`RECIPE`.
 
     Returns:
@@ -557,7 +564,7 @@ def train(
         ScriptArguments(data=str(data_dir / "train.json"), image_folder=str(data_dir)),
         args,
         # Nothing here is pretrained, so the vision tower learns too (every real RoboPoint recipe freezes it).
-        ModelArguments(model=str(init_dir), dtype="float32", freeze_vision_tower=False),
+        ModelArguments(model=str(init_dir), dtype="float32", freeze_vision_tower=freeze_vision_tower),
         max_samples=max_samples,
         callbacks=callbacks or None,
     )
@@ -586,6 +593,7 @@ def train(
         "rows": len(dataset),
         "final_loss": history[-1]["loss"] if history else None,
         "recipe": {**RECIPE, **overrides, "max_minutes": max_minutes},
+        "vision_tower_frozen": freeze_vision_tower,
         "data": str(data_dir),
     }
     earlier = Path(init_dir) / "train_summary.json"
@@ -834,7 +842,8 @@ def _stages_text(summary: dict) -> str:
         loss = "not logged" if stage["final_loss"] is None else f"{stage['final_loss']:.3f}"
         lines.append(
             f"* Stage {number} of {len(stages)}: {data}; {stage['steps']:,} steps ({stage['samples_seen']:,} samples, "
-            f"{epochs:.2f} epochs) in **{stage['train_minutes']:.0f} minutes**, final training loss {loss}."
+            f"{epochs:.2f} epochs) in **{stage['train_minutes']:.0f} minutes**, final training loss {loss}"
+            + ("; vision tower frozen." if stage.get("vision_tower_frozen") else ".")
         )
     return "\n".join(lines)
 
@@ -1017,6 +1026,9 @@ def make_parser() -> argparse.ArgumentParser:
     train_parser.add_argument("--max-samples", type=int, default=None)
     train_parser.add_argument("--threads", type=int, default=None)
     train_parser.add_argument("--max-minutes", type=float, default=None, help="train for this long (time schedule)")
+    train_parser.add_argument(
+        "--freeze-vision-tower", action="store_true", help="keep the vision tower at its --init weights"
+    )
     train_parser.add_argument("--epochs", type=float, default=RECIPE["num_train_epochs"])
     train_parser.add_argument("--learning-rate", type=float, default=RECIPE["learning_rate"])
     train_parser.add_argument("--batch-size", type=int, default=RECIPE["per_device_train_batch_size"])
@@ -1062,6 +1074,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_samples=args.max_samples,
             num_threads=args.threads,
             max_minutes=args.max_minutes,
+            freeze_vision_tower=args.freeze_vision_tower,
             num_train_epochs=args.epochs,
             learning_rate=args.learning_rate,
             per_device_train_batch_size=args.batch_size,
