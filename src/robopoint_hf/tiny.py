@@ -52,9 +52,10 @@ Design choices, each for a small model on a 2-core CPU:
   AdamW at 2e-4 (the 2e-3 of earlier versions was too high for the language model to learn to select image
   tokens: ``scripts/grounding_readout_toy.py``), warm-up and cosine decay over a wall-clock budget (see
   :func:`train`). Three stages (``scripts/train_tiny_model.sh``): scenes with ONE object answered with ONE point at
-  its centre, the vision tower frozen (the model learns to read positions off the random tower's tokens), then 2-3 objects named by colour and kind
-  or by a red box, still one centre point (it learns which object the words mean), then the full mix with
-  RoboPoint's 3-8-point answers, with stage 2's questions replayed (``tiny mix``: 40,000 + 20,000 records). Trained
+  its centre, the vision tower frozen (the model learns to read positions off the random tower's tokens), then
+  2-3 objects named by colour and kind or by a red box, still one centre point (it learns which object the words
+  mean), then the full mix with RoboPoint's 3-8-point answers, with stage 2's questions replayed (``tiny mix``:
+  40,000 + 20,000 records). Trained
   on the full mix from scratch, the model answered from the question alone. Without the replay, stage 3 unlearned
   part of stage 2: from the same stage 2 (25 min each, 2 threads), the highlighted-object family scored 0.141
   without and 0.274 with it, attribute 0.126 vs 0.200, overall 0.277 vs 0.280 (free space next to an object
@@ -83,36 +84,36 @@ Design choices, each for a small model on a 2-core CPU:
   2.3x the range of y (std 40 vs 17 px), and on transposed scenes the model learns the band's coordinate first
   (x' 13 px, y' 34 px); with half the scenes transposed it learned each layout's narrow coordinate and x on the
   normal half no sooner (39 px). The wide coordinate comes last and keeps improving with steps: x off by 39 / 7.4 /
-  5.2 px after 3,135 / 7,731 / 9,187 stage-1 steps (0.55 -> 0.67 inside the object for the last two), hence the shipped
+  5.2 px after 3,135 / 7,731 / 9,187 stage-1 steps (0.55 -> 0.67 inside the object for the last two), hence the
   25 / 15 / 20 min; the overall score did not move (0.282, vs 0.280 with 20 / 15 / 25 and replay). Every family
   but "free space on a surface" needs that precision, the more so the more objects (0.37 -> 0.12 on the object
-  families from 2 to 5 objects, shipped model). 64 patches (patch 14) would be finer but learn slower (above).
+  families from 2 to 5 objects, previous shipped model). 64 patches (patch 14) would be finer but learn slower
+  (above).
   Nor did the tower's capacity or step size, nor the batch (12-min stage-1 runs from the same initialisation, one
   thread, two side by side; control x off by 39 / 38 px, y by 8 / 6 px, 3,070-3,135 steps): a tower twice as wide
   (hidden 256; 2,436 steps) x 34 / y 7 px; the tower's learning rate 5x the language model's x 38 / y 10 px, 15x
   x 40 / y 15 px; batch 32 at 3e-4 (1,557 steps) x 35 / y 16 px -- all within the controls' spread on x, no better
   than 0.043 inside the object.
-* Binding -- several questions about one image as one multi-turn conversation (up to three objects, one turn each,
-  the LLaVA format the collator already masks per answer) did not teach which object the words mean faster: from
-  the shipped stage 1, 12 min each side by side, 2-3-object attribute questions scored 0.189 vs 0.179 with one
-  question per record (the same ~47,000 answers seen), highlighted objects 0.162 vs 0.293 (fewer of them seen).
-  Most misses of the shipped model are ANOTHER object, not a near miss: on the object families and free space next
-  to objects the median distance of its points from the region is 22-29 px (9.5 for object relations; objects
-  are ~17 px wide), and on the attribute questions whose colour no other object in the scene shares, its first
-  point lands on the named object in 21 of 98 (on another object of another colour and kind in 51).
-* What the image tokens hold -- a probe (an MLP with one hidden layer of 256, trained on the token of the object's
-  own patch; 3,000 one-object attribute scenes, 20 % held out) names the object's colour (one of 8) for 0.94 of the
-  held-out scenes from the raw pixels of that patch, 0.85 from the tokens of the random initialisation, 0.64 after
-  the shipped stage 1, 0.75 after stage 2 and 0.76 for the shipped model; its kind (one of 5; commonest 0.21) for
+* Binding -- several questions about one image as one multi-turn conversation (up to three objects, one turn each, the
+  LLaVA format the collator already masks per answer) did not teach which object the words mean faster: from the
+  previous shipped stage 1, 12 min each side by side, 2-3-object attribute questions scored 0.189 vs 0.179 with one
+  question per record (the same ~47,000 answers seen), highlighted objects 0.162 vs 0.293 (fewer of them seen). Most
+  misses of the previous shipped model are ANOTHER object, not a near miss: on the object families and free space next
+  to objects the median distance of its points from the region is 22-29 px (9.5 for object relations; objects are ~17
+  px wide), and on the attribute questions whose colour no other object in the scene shares, its first point lands on
+  the named object in 21 of 98 (on another object of another colour and kind in 51).
+* What the image tokens hold -- a probe (an MLP with one hidden layer of 256, trained on the token of the object's own
+  patch; 3,000 one-object attribute scenes, 20 % held out) names the object's colour (one of 8) for 0.94 of the
+  held-out scenes from the raw pixels of that patch, 0.85 from the tokens of the random initialisation, 0.64 after the
+  previous shipped stage 1, 0.75 after its stage 2 and 0.76 for that model; its kind (one of 5; commonest 0.21) for
   0.48 from pixels and 0.35-0.38 from any of the tokens. (A linear probe is no measure here: on raw pixels it gets
-  0.56.) Stage 1 trades colour for position and the later stages do not win it back, while the language model
-  alone binds words to clean colour tokens within ~1,000 steps (``scripts/grounding_readout_toy.py``): the tokens
-  are a likely limit of binding. Half the stage-1 records from TWO-object scenes (``tiny mix`` of 20,000 + 20,000;
-  15 min on one thread side by side with the control, ~3,900 steps each) kept no more colour (0.70 vs 0.78) and
-  slowed the reading of positions (y off by 10.5 vs 3.6 px on one-object scenes).
-  The tower FROZEN at its random initialisation for stage 1 (``train --freeze-vision-tower``; the same 15 min,
-  3,891 vs 3,899 steps) kept the colour (0.83) and read x sooner (off by 21 vs 38 px; y 7.6 vs 3.6 px; 0.137 vs
-  0.090 inside the object).
+  0.56.) Stage 1 trades colour for position and the later stages do not win it back, while the language model alone
+  binds words to clean colour tokens within ~1,000 steps (``scripts/grounding_readout_toy.py``): the tokens are a
+  likely limit of binding. Half the stage-1 records from TWO-object scenes (``tiny mix`` of 20,000 + 20,000; 15 min on
+  one thread side by side with the control, ~3,900 steps each) kept no more colour (0.70 vs 0.78) and slowed the
+  reading of positions (y off by 10.5 vs 3.6 px on one-object scenes). The tower FROZEN at its random initialisation
+  for stage 1 (``train --freeze-vision-tower``; the same 15 min, 3,891 vs 3,899 steps) kept the colour (0.83) and read
+  x sooner (off by 21 vs 38 px; y 7.6 vs 3.6 px; 0.137 vs 0.090 inside the object).
 * Data parallel on one CPU -- ``torchrun --standalone --nproc_per_node 2 -m robopoint_hf.tiny train ...`` runs
   one single-threaded process per core (gloo all-reduce), rank 0's clock driving every rank's time budget.
   Measured one after the other on an idle machine (200 steps each, 16 image positions): 106 samples/s with two
