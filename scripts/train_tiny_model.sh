@@ -9,9 +9,9 @@
 #        stays at its random initialisation: trained here, it gave up the objects' colours for their positions;
 #     2. 2-3 objects, questions naming one by colour and kind (or by a red box), still one centre point: it learns
 #        WHICH object the words mean;
-#     3. the full mix of scenes and families with RoboPoint's answers (3-8 points sampled in the region), plus the
-#        stage-2 questions again (replay: without it this stage unlearned part of stage 2, e.g. the highlighted-object
-#        family fell from 0.258 to 0.141 in one run).
+#     3. the full mix of scenes and families with RoboPoint's answers (3-8 points sampled in the region), plus half
+#        of the stage-2 questions again (replay: without it this stage unlearns part of stage 2, e.g. the
+#        highlighted-object family fell from 0.597 to 0.468; all of them leave fewer steps for free space).
 #
 #   bash scripts/train_tiny_model.sh                 # everything under runs/tiny/
 #   OUT=/tmp/tiny WHERE2PLACE=/path/to/where2place bash scripts/train_tiny_model.sh
@@ -34,7 +34,10 @@ robopoint synth --n 20000 --out "$OUT/data_one" --seed "$((SEED + 1))" --workers
     --objects 1-1 --families object_attribute,object_highlight --answer centre
 robopoint synth --n 20000 --out "$OUT/data_few" --seed "$((SEED + 2))" --workers "$THREADS" \
     --objects 2-3 --families object_attribute,object_highlight --answer centre
-python -m robopoint_hf.tiny mix --data "$OUT/data" "$OUT/data_few" --out "$OUT/data_mix"
+# The first half of stage 2's records again (the same seed), replayed in stage 3.
+robopoint synth --n 10000 --out "$OUT/data_replay" --seed "$((SEED + 2))" --workers "$THREADS" \
+    --objects 2-3 --families object_attribute,object_highlight --answer centre
+python -m robopoint_hf.tiny mix --data "$OUT/data" "$OUT/data_replay" --out "$OUT/data_mix"
 python -m robopoint_hf.tiny build --data "$OUT/data" --out "$OUT/init" --seed "$SEED"
 python -m robopoint_hf.tiny train --data "$OUT/data_one" --init "$OUT/init" --output-dir "$OUT/stage1" \
     --threads "$THREADS" --max-minutes "$STAGE1_MINUTES" --freeze-vision-tower
