@@ -34,7 +34,8 @@ robopoint synth --n 20000 --out "$OUT/data_one" --seed "$((SEED + 1))" --workers
     --objects 1-1 --families object_attribute,object_highlight --answer centre
 robopoint synth --n 20000 --out "$OUT/data_few" --seed "$((SEED + 2))" --workers "$THREADS" \
     --objects 2-3 --families object_attribute,object_highlight --answer centre
-# The first half of stage 2's records again (the same seed), replayed in stage 3.
+# The first half of stage 2's records again (the same seed, so the same scenes), replayed in stage 3: regenerated
+# (seconds) rather than cut out of data_few, so that its synth_info.json, and the card, count what stage 3 saw.
 robopoint synth --n 10000 --out "$OUT/data_replay" --seed "$((SEED + 2))" --workers "$THREADS" \
     --objects 2-3 --families object_attribute,object_highlight --answer centre
 python -m robopoint_hf.tiny mix --data "$OUT/data" "$OUT/data_replay" --out "$OUT/data_mix"
