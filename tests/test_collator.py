@@ -172,3 +172,37 @@ def test_sampler_gives_single_modality_balanced_micro_batches():
     assert first != list(sampler) and len(sampler) == len(signed)
     with pytest.raises(ValueError, match="non-zero"):
         modality_length_grouped_indices([3, 0], 1, 1, torch.Generator())
+
+
+def _padding(order: list[int], lengths: list[int], micro: int) -> int:
+    batches = [order[start : start + micro] for start in range(0, len(order), micro)]
+    return sum(max(lengths[i] for i in batch) * len(batch) - sum(lengths[i] for i in batch) for batch in batches)
+
+
+def test_length_grouping_pads_less_and_keeps_the_batching_rules():
+    generator = torch.Generator().manual_seed(0)
+    lengths = [int(x) for x in torch.randint(40, 100, (1003,), generator=generator)]
+    signed = [length if index % 3 else -length for index, length in enumerate(lengths)]
+    micro, chunks = 4, 2
+
+    def order(group: int | None) -> list[int]:
+        extra = () if group is None else (group,)
+        return modality_length_grouped_indices(signed, micro, chunks, torch.Generator().manual_seed(1), *extra)
+
+    assert order(1) == order(None)  # 1 is the original batching, draw for draw
+    grouped = order(25)
+    assert sorted(grouped) == list(range(len(signed)))
+    batches = [grouped[start : start + micro] for start in range(0, len(grouped), micro)]
+    assert len([batch for batch in batches if len({signed[i] > 0 for i in batch}) > 1]) <= 1
+    assert _padding(grouped, lengths, micro) * 5 < _padding(order(1), lengths, micro)
+    # Megabatches are still shuffled: the longest row of each does not decrease through the epoch as in one sort.
+    tops = [
+        max(lengths[i] for i in grouped[start : start + micro * chunks]) for start in range(0, 800, micro * chunks)
+    ]
+    assert tops != sorted(tops, reverse=True)
+    # Data-parallel chunks of a megabatch still get similar work.
+    megabatch = grouped[: micro * chunks]
+    totals = [sum(lengths[i] for i in megabatch[k * micro : (k + 1) * micro]) for k in range(chunks)]
+    assert max(totals) - min(totals) <= max(lengths[i] for i in megabatch) - min(lengths[i] for i in megabatch)
+    with pytest.raises(ValueError, match="length_group_size must be >= 1, got 0"):
+        ModalityLengthGroupedSampler(signed, micro, chunks, length_group_size=0)

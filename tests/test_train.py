@@ -13,7 +13,11 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from robopoint_hf import RoboPointForConditionalGeneration
-from robopoint_hf.collator import RoboPointDataCollator
+from robopoint_hf.collator import (
+    ModalityLengthGroupedSampler,
+    RoboPointDataCollator,
+    modality_length_grouped_indices,
+)
 from robopoint_hf.data import load_robopoint_dataset, write_robopoint_records
 from robopoint_hf.train import (
     ModelArguments,
@@ -179,6 +183,19 @@ def test_unfrozen_vision_tower_and_projector_get_their_own_learning_rates(worksp
         assert lr == next((rate for prefix, rate in expected.items() if name.startswith(prefix)), 1e-3), name
         assert decay == (0.0 if name.endswith("bias") or "norm" in name else 0.1), name
     assert any(name.startswith("model.vision_tower.") for name, _ in named)
+
+
+def test_length_group_size_reaches_the_sampler(workspace):
+    script, config, model_args = arguments(workspace, "grouped", length_group_size=3, seed=5)
+    trainer = build_trainer(script, config, model_args)
+    sampler = trainer._get_train_sampler()
+    assert isinstance(sampler, ModalityLengthGroupedSampler) and sampler.length_group_size == 3
+    expected = modality_length_grouped_indices(trainer.modality_lengths, 2, 1, torch.Generator().manual_seed(5), 3)
+    assert (
+        list(sampler)
+        == expected
+        != modality_length_grouped_indices(trainer.modality_lengths, 2, 1, torch.Generator().manual_seed(5))
+    )
 
 
 def test_resume_after_a_kill_reaches_the_same_step_and_weights(workspace):

@@ -208,6 +208,9 @@ class RoboPointSFTConfig(SFTConfig):
             model can scramble a tower trained from scratch.
         group_by_modality_length (`bool`, *optional*, defaults to `True`): single-modality, length-balanced
             micro-batches (see :class:`~robopoint_hf.collator.ModalityLengthGroupedSampler`).
+        length_group_size (`int`, *optional*, defaults to `1`): with ``group_by_modality_length``, how many
+            megabatches are sorted by length together, so that micro-batches hold rows of similar length and pad
+            less (transformers' ``group_by_length`` idea; `1` is the original batching).
     """
 
     learning_rate: float = field(default=2e-5, metadata={"help": "Peak learning rate."})
@@ -232,6 +235,9 @@ class RoboPointSFTConfig(SFTConfig):
     )
     group_by_modality_length: bool = field(
         default=True, metadata={"help": "Single-modality, length-balanced micro-batches."}
+    )
+    length_group_size: int = field(
+        default=1, metadata={"help": "Megabatches sorted by length together (less padding); 1: original batching."}
     )
 
     def __post_init__(self):
@@ -307,6 +313,7 @@ class RoboPointSFTTrainer(SFTTrainer):
             micro_batch_size=self.args.per_device_train_batch_size,
             num_chunks=self.args.world_size * self.args.gradient_accumulation_steps,
             seed=self.args.seed,
+            length_group_size=getattr(self.args, "length_group_size", 1),
         )
 
     def create_optimizer(self, model=None):
