@@ -1,13 +1,14 @@
 """Length-grouped micro-batches vs the original batching: padding and training speed of the tiny model.
 
-RoboPoint's answers hold 1-8 points, so rows of the synthetic full mix range from ~40 to ~90 tokens, and a random
-micro-batch pads every row to its longest. The tiny model's steps are bound by the language model's tokens, so
+RoboPoint's answers hold 1-8 points, so rows of the tiny recipe's last stage (the synthetic full mix, 3-8 points per
+answer, plus a quarter as many one-point questions replayed from stage 2) range from ~40 to ~90 tokens, and a
+random micro-batch pads every row to its longest. The tiny model's steps are bound by the language model's tokens, so
 padding is time. Compares ``length_group_size=1`` (the original LLaVA batching: one micro-batch per megabatch) with
 ``--group`` (megabatches sorted by length together, see ``modality_length_grouped_indices``), measured side by side
 in one run: padded / real tokens over one epoch of the sampler, and steps/s of ``tiny.train`` (each configuration
 in its own process, same data, model and seed).
 
-    python benchmarks/bench_length_grouping.py                     # 2,000 scenes, 200 steps each
+    python benchmarks/bench_length_grouping.py                     # 2,000 + 500 scenes, 200 steps each
     python benchmarks/bench_length_grouping.py --scenes 500 --steps 50
 """
 
@@ -56,7 +57,7 @@ def run_one(root: Path, group: int, steps: int) -> dict:
         disable_tqdm=True,
     )
     summary = json.loads((out / "train_summary.json").read_text())
-    return {"steps_per_s": summary["steps"] / (60 * summary["train_minutes"]), "final_loss": summary["final_loss"]}
+    return {"steps_per_s": summary["steps"] / (60 * summary["train_minutes"])}
 
 
 def main() -> None:
@@ -70,13 +71,19 @@ def main() -> None:
         print(json.dumps(run_one(Path(args.one[0]), int(args.one[1]), args.steps)))
         return
 
-    from robopoint_hf.synth import generate_dataset
     from robopoint_hf.tiny import RECIPE, build
+    from robopoint_hf.tiny import main as tiny_main
 
     batch_size = RECIPE["per_device_train_batch_size"]
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        generate_dataset(root / "data", args.scenes, seed=0, workers=int(os.environ.get("BENCH_THREADS", "2")))
+        synth = [sys.executable, "-m", "robopoint_hf.cli", "synth", "--workers", os.environ.get("BENCH_THREADS", "2")]
+        subprocess.run([*synth, "--n", str(args.scenes), "--out", str(root / "full"), "--seed", "0"], check=True)
+        replay = ["--objects", "2-3", "--families", "object_attribute,object_highlight", "--answer", "centre"]
+        subprocess.run(
+            [*synth, "--n", str(args.scenes // 4), "--out", str(root / "replay"), "--seed", "2", *replay], check=True
+        )
+        tiny_main(["mix", "--data", str(root / "full"), str(root / "replay"), "--out", str(root / "data")])
         build(root / "data", root / "init", seed=0)
         rows = []
         for group in (1, args.group):
@@ -84,10 +91,10 @@ def main() -> None:
             output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
             rows.append({"group": group, "padding": padding_ratio(root, group, batch_size)})
             rows[-1].update(json.loads(output.strip().splitlines()[-1]))
-    print(f"\n{args.scenes} scenes of the full mix, batch {batch_size}, {args.steps} steps of tiny.train each")
-    print(f"{'length_group_size':<18} {'padded/real tokens':>19} {'steps/s':>8} {'final loss':>11}")
+    print(f"\n{args.scenes} + {args.scenes // 4} scenes (stage 3's mix), batch {batch_size}, {args.steps} steps each")
+    print(f"{'length_group_size':<18} {'padded/real tokens':>19} {'steps/s':>8}")
     for row in rows:
-        print(f"{row['group']:<18} {row['padding']:>19.3f} {row['steps_per_s']:>8.2f} {row['final_loss']:>11.3f}")
+        print(f"{row['group']:<18} {row['padding']:>19.3f} {row['steps_per_s']:>8.2f}")
     base, ours = rows
     print(f"\nspeed-up {ours['steps_per_s'] / base['steps_per_s']:.2f}x (length_group_size={args.group} vs 1)")
 
