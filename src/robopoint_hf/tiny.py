@@ -86,8 +86,8 @@ Design choices, each for a small model on a 2-core CPU:
   after stage 3. A DataLoader worker building the batches beside two compute threads: 4.17 vs 4.10 steps/s.
 * Batching -- where a step's time goes (cProfile, 300 stage-3 steps, two threads): backward 52 %, forward 31 %
   (language-model matmuls at about the machine's float32 rate), data 11 %. So the steps are bound by the language
-  model's tokens, and a random batch of 16 rows of the stage-3 mix (40-92 tokens, answers of 1-8 points) is 42 %
-  padding (padded / real tokens 1.42; 1.10 for the one-point stages 1-2). Sorting 50 megabatches by length
+  model's tokens, and a random batch of 16 rows of the stage-3 mix (40-92 tokens, answers of 1-8 points) adds 42 %
+  padding to its tokens (padded / real 1.42; 1.10 for the one-point stages 1-2). Sorting 50 megabatches by length
   together (``length_group_size=50``, transformers' ``group_by_length`` idea; the megabatches are still shuffled)
   leaves 1.002: 5.26 vs 3.82 steps/s on stage 3 (300 steps). From the shipped run's stage 2, the 20-min stage 3
   then reached 5,862 steps instead of 4,842 and scored 0.522 instead of 0.492 (between 0.392 / 0.346, free space
@@ -234,9 +234,9 @@ RECIPE: dict[str, Any] = {
     # forward in the backward pass made steps 1.33x slower (300 steps, 2 threads: 60 s vs 45 s, same losses); over
     # the three timed stages of scripts/train_tiny_model.sh, turning it off gave 1.18-1.24x the steps.
     "gradient_checkpointing": False,
-    # Micro-batches of rows of similar length: RoboPoint's answers hold 1-8 points, so a random batch of the full mix
-    # is 42 % padding (padded / real tokens 1.42; 1.002 grouped 50 megabatches at a time), and the steps are bound by
-    # the language model's tokens (300 steps of stage 3, 2 threads: 5.26 vs 3.82 steps/s, 1.38x).
+    # Micro-batches of rows of similar length: RoboPoint's answers hold 1-8 points, so a random batch of stage 3's mix
+    # adds 42 % padding to its tokens (padded / real 1.42; 1.002 grouped 50 megabatches at a time), and the steps are
+    # bound by the language model's tokens (300 steps of stage 3, 2 threads: 5.26 vs 3.82 steps/s, 1.38x).
     "length_group_size": 50,
 }
 MAX_NEW_TOKENS = 64
