@@ -23,17 +23,22 @@ import tempfile
 from pathlib import Path
 
 
-def padding_ratio(root: Path, group: int, batch_size: int) -> float:
-    """Padded / real tokens over one epoch of the sampler's order (exact token lengths, image positions included)."""
-    import torch
-
-    from robopoint_hf.collator import modality_length_grouped_indices
+def signed_lengths(root: Path) -> list[int]:
+    """Exact token length of every training row (image positions included), as the trainer's sampler gets them."""
     from robopoint_hf.processing_robopoint import RoboPointProcessor
     from robopoint_hf.train import ScriptArguments, prepare_dataset
 
     processor = RoboPointProcessor.from_pretrained(root / "init")
     script = ScriptArguments(data=str(root / "data/train.json"), image_folder=str(root / "data"))
-    _, signed, _ = prepare_dataset(script, processor, max_length=None)
+    return prepare_dataset(script, processor, max_length=None)[1]
+
+
+def padding_ratio(signed: list[int], group: int, batch_size: int) -> float:
+    """Padded / real tokens over one epoch of the sampler's order."""
+    import torch
+
+    from robopoint_hf.collator import modality_length_grouped_indices
+
     order = modality_length_grouped_indices(signed, batch_size, 1, torch.Generator().manual_seed(0), group)
     lengths = [abs(length) for length in signed]
     real = padded = 0
@@ -85,11 +90,12 @@ def main() -> None:
         )
         tiny_main(["mix", "--data", str(root / "full"), str(root / "replay"), "--out", str(root / "data")])
         build(root / "data", root / "init", seed=0)
+        signed = signed_lengths(root)
         rows = []
         for group in (1, args.group):
             command = [sys.executable, __file__, "--steps", str(args.steps), "--one", str(root), str(group)]
             output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-            rows.append({"group": group, "padding": padding_ratio(root, group, batch_size)})
+            rows.append({"group": group, "padding": padding_ratio(signed, group, batch_size)})
             rows[-1].update(json.loads(output.strip().splitlines()[-1]))
     print(f"\n{args.scenes} + {args.scenes // 4} scenes (stage 3's mix), batch {batch_size}, {args.steps} steps each")
     print(f"{'length_group_size':<18} {'padded/real tokens':>19} {'steps/s':>8}")

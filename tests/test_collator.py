@@ -205,4 +205,4 @@ def test_length_grouping_pads_less_and_keeps_the_batching_rules():
     totals = [sum(lengths[i] for i in megabatch[k * micro : (k + 1) * micro]) for k in range(chunks)]
     assert max(totals) - min(totals) <= max(lengths[i] for i in megabatch) - min(lengths[i] for i in megabatch)
     with pytest.raises(ValueError, match="length_group_size must be >= 1, got 0"):
-        ModalityLengthGroupedSampler(signed, micro, chunks, length_group_size=0)
+        list(ModalityLengthGroupedSampler(signed, micro, chunks, length_group_size=0))

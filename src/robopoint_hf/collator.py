@@ -278,6 +278,8 @@ def modality_length_grouped_indices(
     """
     if any(length == 0 for length in modality_lengths):
         raise ValueError("Lengths must be non-zero: positive for image rows, negative for text-only rows.")
+    if length_group_size < 1:
+        raise ValueError(f"length_group_size must be >= 1, got {length_group_size}.")
     lengths = [abs(length) for length in modality_lengths]
     pools = [
         [index for index, length in enumerate(modality_lengths) if length > 0],
@@ -315,8 +317,6 @@ class ModalityLengthGroupedSampler(Sampler[int]):
         seed: int = 42,
         length_group_size: int = 1,
     ):
-        if length_group_size < 1:
-            raise ValueError(f"length_group_size must be >= 1, got {length_group_size}.")
         self.modality_lengths = list(modality_lengths)
         self.micro_batch_size = micro_batch_size
         self.num_chunks = num_chunks
