@@ -22,9 +22,9 @@ import sys, time, torch
 mode, src, out = sys.argv[1:4]
 start = time.perf_counter()
 if mode == "imports":  # interpreter + torch + transformers + robopoint_hf, the floor of both runs
-    import robopoint_hf.convert
+    import robopoint_hf.original.convert
 elif mode == "convert":
-    from robopoint_hf.convert import convert_checkpoint
+    from robopoint_hf.original.convert import convert_checkpoint
     convert_checkpoint(src, out, dtype="float16", max_shard_size="400MB")
 else:  # baseline: a non-streaming converter -- whole state dict in memory, then one save
     from pathlib import Path

@@ -22,11 +22,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # the tiny model's recipe, `tiny_model.py`
+
 
 def signed_lengths(root: Path) -> list[int]:
     """Exact token length of every training row (image positions included), as the trainer's sampler gets them."""
-    from robopoint_hf.processing_robopoint import RoboPointProcessor
-    from robopoint_hf.train import ScriptArguments, prepare_dataset
+    from robopoint_hf.model.processing_robopoint import RoboPointProcessor
+    from robopoint_hf.training.trainer import ScriptArguments, prepare_dataset
 
     processor = RoboPointProcessor.from_pretrained(root / "init")
     script = ScriptArguments(data=str(root / "data/train.json"), image_folder=str(root / "data"))
@@ -37,7 +39,7 @@ def padding_ratio(signed: list[int], group: int, batch_size: int) -> float:
     """Padded / real tokens over one epoch of the sampler's order."""
     import torch
 
-    from robopoint_hf.collator import modality_length_grouped_indices
+    from robopoint_hf.training.collator import modality_length_grouped_indices
 
     order = modality_length_grouped_indices(signed, batch_size, 1, torch.Generator().manual_seed(0), group)
     lengths = [abs(length) for length in signed]
@@ -50,7 +52,7 @@ def padding_ratio(signed: list[int], group: int, batch_size: int) -> float:
 
 
 def run_one(root: Path, group: int, steps: int) -> dict:
-    from robopoint_hf.tiny import train
+    from tiny_model import train
 
     out = train(
         root / "data",
@@ -76,8 +78,8 @@ def main() -> None:
         print(json.dumps(run_one(Path(args.one[0]), int(args.one[1]), args.steps)))
         return
 
-    from robopoint_hf.tiny import RECIPE, build
-    from robopoint_hf.tiny import main as tiny_main
+    from tiny_model import RECIPE, build
+    from tiny_model import main as tiny_main
 
     batch_size = RECIPE["per_device_train_batch_size"]
     with tempfile.TemporaryDirectory() as folder:

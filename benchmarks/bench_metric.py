@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from robopoint_hf.where2place import score_answer_files
+from robopoint_hf.evaluation.where2place import score_answer_files
 
 REAL = Path("/work/shared/data/where2place")
 N = 100

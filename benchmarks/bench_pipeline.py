@@ -29,8 +29,8 @@ from robopoint_hf import (
     RoboPointImageProcessor,
     RoboPointProcessor,
 )
-from robopoint_hf.pipeline_robopoint import RoboPointPipeline
-from robopoint_hf.points import add_answer_format
+from robopoint_hf.model.pipeline_robopoint import RoboPointPipeline
+from robopoint_hf.model.points import add_answer_format
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZER = ROOT / "tests/fixtures/original/vicuna-mlp2x-full"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 _MEASURE = """
 import json, resource, sys, time
-from robopoint_hf.data import load_robopoint_dataset
+from robopoint_hf.training.data import load_robopoint_dataset
 import datasets
 mode, path, folder, cache = sys.argv[1:5]
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -46,7 +46,7 @@ def _generation(scenes: int, workers: int, image_format: str) -> tuple[float, fl
     On a shared machine the wall-clock ratio of 2 vs 1 processes is bounded by the idle cores; the CPU column
     shows whether the work itself grew.
     """
-    from robopoint_hf import synth
+    from robopoint_hf.synthetic import scenes as synth
 
     original = synth._save_jpeg
     if image_format == "png":
@@ -65,7 +65,7 @@ def _generation(scenes: int, workers: int, image_format: str) -> tuple[float, fl
 def _write_records(path: Path, count: int, image_folder: Path) -> None:
     from PIL import Image
 
-    from robopoint_hf.data import make_pointing_record, write_robopoint_records
+    from robopoint_hf.training.data import make_pointing_record, write_robopoint_records
 
     (image_folder / "images").mkdir(parents=True, exist_ok=True)
     for index in range(16):

@@ -32,7 +32,7 @@ def build_workspace(root: Path, rows: int) -> None:
         RoboPointImageProcessor,
         RoboPointProcessor,
     )
-    from robopoint_hf.data import make_pointing_record, write_robopoint_records
+    from robopoint_hf.training.data import make_pointing_record, write_robopoint_records
 
     (root / "images").mkdir(parents=True)
     records = []
@@ -74,7 +74,7 @@ def build_workspace(root: Path, rows: int) -> None:
 def run_one(root: Path, mode: str, checkpointing: bool, steps: int, batch_size: int) -> dict:
     import torch
 
-    from robopoint_hf.train import ModelArguments, RoboPointSFTConfig, ScriptArguments, build_trainer
+    from robopoint_hf.training.trainer import ModelArguments, RoboPointSFTConfig, ScriptArguments, build_trainer
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     script = ScriptArguments(

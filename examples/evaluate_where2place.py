@@ -17,10 +17,10 @@ import argparse
 from accelerate import PartialState
 from transformers import pipeline
 
-from robopoint_hf.eval_plots import save_summary_chart
-from robopoint_hf.eval_runner import format_score_table, pipeline_answer_fn, run_answers
-from robopoint_hf.pipeline_robopoint import register_pipeline
-from robopoint_hf.where2place import load_questions, score_answer_files
+from robopoint_hf.evaluation.plots import save_summary_chart
+from robopoint_hf.evaluation.runner import format_score_table, pipeline_answer_fn, run_answers
+from robopoint_hf.evaluation.where2place import load_questions, score_answer_files
+from robopoint_hf.model.pipeline_robopoint import register_pipeline
 
 
 def main() -> None:

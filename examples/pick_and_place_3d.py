@@ -18,8 +18,8 @@ import io
 import numpy as np
 from PIL import Image
 
-from robopoint_hf.deproject import deproject
-from robopoint_hf.points import parse_points
+from robopoint_hf.inference.deproject import deproject
+from robopoint_hf.model.points import parse_points
 
 WIDTH, HEIGHT = 640, 480
 FX = FY = 600.0

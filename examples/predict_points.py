@@ -14,9 +14,9 @@ import argparse
 
 from transformers import pipeline
 
-from robopoint_hf.image_processing_robopoint import load_image
-from robopoint_hf.pipeline_robopoint import register_pipeline
-from robopoint_hf.visualize import draw_points
+from robopoint_hf.inference.visualize import draw_points
+from robopoint_hf.model.image_processing_robopoint import load_image
+from robopoint_hf.model.pipeline_robopoint import register_pipeline
 
 COLOURS = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180)]
 

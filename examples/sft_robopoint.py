@@ -19,7 +19,7 @@ python examples/sft_robopoint.py --config examples/recipes/qlora_robopoint_13b.y
 
 import logging
 
-from robopoint_hf.train import main, make_parser
+from robopoint_hf.training.trainer import main, make_parser
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(message)s")

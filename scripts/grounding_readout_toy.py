@@ -3,7 +3,7 @@
 The shipped tiny model ignores its image (``tiny evaluate``'s shuffled-images row). This script takes the vision
 tower out of the question: the "image" is ``slots`` ready-made tokens (a colour vector plus a 2-D sin-cos position
 code, background tokens noisy), the question names one of ``objects`` colours, and the tiny model's Llama
-(``robopoint_hf.tiny.TEXT_CONFIG``, random init) must answer the column bin of the named object from the last
+(``scripts/tiny_model.py: TEXT_CONFIG``, random init) must answer the column bin of the named object from the last
 position, with the tiny recipe's AdamW settings. It prints held-out accuracy every 100 steps.
 
 Measured with this script (seed 0 unless noted, 3 objects; chance is ~0.25 with 16 slots = 4 columns, ~0.13 with 64
@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
+from pathlib import Path
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from robopoint_hf.tiny import TEXT_CONFIG, sincos_position_table
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tiny_model import TEXT_CONFIG, sincos_position_table
 
 COLOURS = 8
 FIRST_COLOUR_WORD = 10  # token ids of the colour words; bins are predicted over ids BIN_TOKEN ... BIN_TOKEN + grid

@@ -38,21 +38,21 @@ robopoint synth --n 20000 --out "$OUT/data_few" --seed "$((SEED + 2))" --workers
 # (seconds) rather than cut out of data_few, so that its synth_info.json, and the card, count what stage 3 saw.
 robopoint synth --n 10000 --out "$OUT/data_replay" --seed "$((SEED + 2))" --workers "$THREADS" \
     --objects 2-3 --families object_attribute,object_highlight --answer centre
-python -m robopoint_hf.tiny mix --data "$OUT/data" "$OUT/data_replay" --out "$OUT/data_mix"
-python -m robopoint_hf.tiny build --data "$OUT/data" --out "$OUT/init" --seed "$SEED"
-python -m robopoint_hf.tiny train --data "$OUT/data_one" --init "$OUT/init" --output-dir "$OUT/stage1" \
+python scripts/tiny_model.py mix --data "$OUT/data" "$OUT/data_replay" --out "$OUT/data_mix"
+python scripts/tiny_model.py build --data "$OUT/data" --out "$OUT/init" --seed "$SEED"
+python scripts/tiny_model.py train --data "$OUT/data_one" --init "$OUT/init" --output-dir "$OUT/stage1" \
     --threads "$THREADS" --max-minutes "$STAGE1_MINUTES" --freeze-vision-tower
-python -m robopoint_hf.tiny train --data "$OUT/data_few" --init "$OUT/stage1" --output-dir "$OUT/stage2" \
+python scripts/tiny_model.py train --data "$OUT/data_few" --init "$OUT/stage1" --output-dir "$OUT/stage2" \
     --threads "$THREADS" --max-minutes "$STAGE2_MINUTES"
-python -m robopoint_hf.tiny train --data "$OUT/data_mix" --init "$OUT/stage2" --output-dir "$OUT/model" \
+python scripts/tiny_model.py train --data "$OUT/data_mix" --init "$OUT/stage2" --output-dir "$OUT/model" \
     --threads "$THREADS" --max-minutes "$STAGE3_MINUTES"
-python -m robopoint_hf.tiny evaluate --model "$OUT/model" --data "$OUT/data/eval" \
+python scripts/tiny_model.py evaluate --model "$OUT/model" --data "$OUT/data/eval" \
     --out "$OUT/eval_synth.json" --answers "$OUT/answers_synth.jsonl"
 REAL=()
 if [ -n "${WHERE2PLACE:-}" ]; then
-    python -m robopoint_hf.tiny evaluate --model "$OUT/model" --data "$WHERE2PLACE" \
+    python scripts/tiny_model.py evaluate --model "$OUT/model" --data "$WHERE2PLACE" \
         --out "$OUT/eval_where2place.json" --answers "$OUT/answers_where2place.jsonl"
     REAL=(--real-results "$OUT/eval_where2place.json")
 fi
-python -m robopoint_hf.tiny ship --model "$OUT/model" --results "$OUT/eval_synth.json" \
+python scripts/tiny_model.py ship --model "$OUT/model" --results "$OUT/eval_synth.json" \
     --answers "$OUT/answers_synth.jsonl" --eval-data "$OUT/data/eval" --out "$SHIP_TO" "${REAL[@]}"

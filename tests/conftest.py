@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,10 @@ import torch
 from safetensors.torch import load_file
 
 FIXTURES = Path(__file__).parent / "fixtures"
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+sys.path.insert(
+    0, str(SCRIPTS)
+)  # the tiny model's build recipe (`scripts/tiny_model.py`) is a script, not package code
 ORIGINAL = FIXTURES / "original"
 QUESTION = (
     "Find a few spots within the vacant area on the rightmost white plate.\nYour answer should be formatted as a list "

@@ -11,8 +11,7 @@ import pytest
 from PIL import Image
 from test_pipeline_robopoint import TWO_POINTS, TWO_POINTS_PROBS, pointing_model
 
-from robopoint_hf.cli import main
-from robopoint_hf.commands import predict
+from robopoint_hf.cli import main, predict
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +117,8 @@ def test_predict_loads_original_format_checkpoints():
     import json as json_module
     from pathlib import Path
 
-    from robopoint_hf.commands.predict import load_pipeline
-    from robopoint_hf.templates import get_chat_template
+    from robopoint_hf.cli.predict import load_pipeline
+    from robopoint_hf.model.templates import get_chat_template
 
     original = Path(__file__).parent / "fixtures" / "original"
     pipe = load_pipeline(str(original / "llama2-linear-full"), "cpu", "float32")

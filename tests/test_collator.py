@@ -11,7 +11,7 @@ from PIL import Image
 from transformers import AutoTokenizer
 
 from robopoint_hf import RoboPointImageProcessor, RoboPointProcessor
-from robopoint_hf.collator import (
+from robopoint_hf.training.collator import (
     IGNORE_INDEX,
     ModalityLengthGroupedSampler,
     RoboPointDataCollator,
@@ -20,7 +20,7 @@ from robopoint_hf.collator import (
     render_with_answer_spans,
     tokenize_conversation,
 )
-from robopoint_hf.data import record_to_row
+from robopoint_hf.training.data import record_to_row
 
 LABELS = ORIGINAL / "labels"
 RECORDS = {record["id"]: record for record in json.loads((LABELS / "records.json").read_text())}

@@ -100,7 +100,7 @@ def _check_batch(model, processor, checkpoint: str, mode: str) -> None:
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory) -> dict[tuple[str, str], Path]:
     """Each fixture checkpoint converted to RoboPoint (float32, small shards to exercise sharding) and exported."""
-    from robopoint_hf.convert import convert_checkpoint
+    from robopoint_hf.original.convert import convert_checkpoint
 
     root = tmp_path_factory.mktemp("converted")
     folders = {}
@@ -208,7 +208,7 @@ def test_converted_folder_contents(converted):
 
 
 def test_is_original_checkpoint(converted):
-    from robopoint_hf.original_checkpoint import is_original_checkpoint
+    from robopoint_hf.original.checkpoint import is_original_checkpoint
 
     assert is_original_checkpoint(ORIGINAL / "vicuna-mlp2x-full")
     assert is_original_checkpoint(ORIGINAL / "vicuna-mlp2x-lora")
@@ -226,8 +226,8 @@ def _copy(name: str, tmp_path: Path) -> Path:
 
 
 def _error(match: str, src, tmp_path: Path, **kwargs):
-    from robopoint_hf.convert import convert_checkpoint
-    from robopoint_hf.original_checkpoint import OriginalCheckpointError
+    from robopoint_hf.original.checkpoint import OriginalCheckpointError
+    from robopoint_hf.original.convert import convert_checkpoint
 
     with pytest.raises(OriginalCheckpointError, match=match):
         convert_checkpoint(src, tmp_path / "out", **kwargs)
@@ -288,7 +288,7 @@ def test_vision_tower_not_found(tmp_path):
 
 
 def test_output_folder_must_be_empty(tmp_path):
-    from robopoint_hf.convert import convert_checkpoint
+    from robopoint_hf.original.convert import convert_checkpoint
 
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "stale.safetensors").write_bytes(b"")
@@ -322,7 +322,7 @@ def test_registry():
 
 
 def test_model_cards_are_generated_from_registry(tmp_path):
-    from robopoint_hf.model_card import write_model_cards
+    from robopoint_hf.original.model_card import write_model_cards
 
     repository_cards = Path(__file__).parents[1] / "model_cards"
     for path in write_model_cards(tmp_path):

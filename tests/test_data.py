@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from robopoint_hf.data import (
+from robopoint_hf.model.points import ANSWER_FORMAT_SUFFIX
+from robopoint_hf.training.data import (
     iter_json_array,
     load_robopoint_dataset,
     make_pointing_record,
@@ -18,7 +19,6 @@ from robopoint_hf.data import (
     record_to_row,
     write_robopoint_records,
 )
-from robopoint_hf.points import ANSWER_FORMAT_SUFFIX
 
 DATA = Path(__file__).parent / "fixtures" / "data"
 RECORDS = DATA / "records.json"
@@ -43,7 +43,7 @@ def cache(tmp_path: Path) -> Path:
 
 def test_iter_json_array_matches_json_load_across_tiny_read_buffers(tmp_path, monkeypatch):
     # Force records to straddle buffer boundaries everywhere, including inside strings and numbers.
-    monkeypatch.setattr("robopoint_hf.data._READ_CHARS", 7)
+    monkeypatch.setattr("robopoint_hf.training.data._READ_CHARS", 7)
     records = [{"id": i, "value": "x" * i + 'é\\"', "numbers": [1.5e-3, -2, 12345678901234]} for i in range(30)]
     path = tmp_path / "list.json"
     path.write_text(json.dumps(records, indent=2), encoding="utf-8")
@@ -75,7 +75,7 @@ def test_rows_render_exactly_the_original_vicuna_v1_prompts(cache):
     """Our chat rows + the vicuna_v1 chat template == the strings the ORIGINAL Conversation rendered."""
     from transformers.utils.chat_template_utils import render_jinja_template
 
-    from robopoint_hf.templates import get_chat_template
+    from robopoint_hf.model.templates import get_chat_template
 
     expected = json.loads((DATA / "v1_prompts.json").read_text(encoding="utf-8"))["prompts"]
     dataset = load_robopoint_dataset(RECORDS, DATA, cache_dir=cache)
@@ -138,7 +138,7 @@ def test_skip_policy_counts_reports_and_warns(tmp_path, cache, caplog):
     path = tmp_path / "mixed.json"
     records = [_image_record("good-0")] + [record for _, record in INVALID] + [_image_record("good-1")]
     write_robopoint_records(records, path)
-    with caplog.at_level(logging.WARNING, logger="robopoint_hf.data"):
+    with caplog.at_level(logging.WARNING, logger="robopoint_hf.training.data"):
         dataset, report = load_robopoint_dataset(path, DATA, on_invalid="skip", cache_dir=cache, return_report=True)
     assert dataset["id"] == ["good-0", "good-1"]
     assert (report.total, report.kept, report.num_skipped) == (12, 2, 10)
@@ -159,7 +159,7 @@ def test_skip_policy_counts_reports_and_warns(tmp_path, cache, caplog):
 
     # A second load reuses the Arrow cache and still reports (and warns about) the same skips.
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="robopoint_hf.data"):
+    with caplog.at_level(logging.WARNING, logger="robopoint_hf.training.data"):
         again, cached_report = load_robopoint_dataset(
             path, DATA, on_invalid="skip", cache_dir=cache, return_report=True
         )

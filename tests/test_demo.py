@@ -20,8 +20,8 @@ gr = pytest.importorskip("gradio", reason="the demo needs the 'demo' extra (grad
 
 from test_pipeline_robopoint import make_pipe, pointing_model  # noqa: E402
 
-from robopoint_hf.commands import demo as demo_command  # noqa: E402
-from robopoint_hf.demo import (  # noqa: E402
+from robopoint_hf.cli import demo as demo_command  # noqa: E402
+from robopoint_hf.demo.app import (  # noqa: E402
     EXAMPLES_DIR,
     MODEL_COLORS,
     answer_all,
@@ -200,7 +200,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def test_cli_defaults_to_the_shipped_tiny_model(monkeypatch):
     """Without --model the page serves the package's demonstration model."""
-    import robopoint_hf.demo as demo_module
+    import robopoint_hf.demo.app as demo_module
     from robopoint_hf.checkpoints import DEFAULT_MODEL_DIR
 
     seen = {}
@@ -223,7 +223,7 @@ def test_cli_reports_a_missing_folder(capsys, tmp_path):
 
 def test_cli_launches_on_loopback_with_the_upload_cap(model_folder, monkeypatch, capsys):
     """`run` wires the flags through; the real launch is stubbed, because it blocks until Ctrl-C."""
-    import robopoint_hf.demo as demo_module
+    import robopoint_hf.demo.app as demo_module
 
     seen = {}
 
@@ -246,7 +246,7 @@ def test_cli_cleans_up_on_sigterm(model_folder, monkeypatch):
     """`kill` (systemd, container stop) takes the Ctrl-C path, so the temp dir with visitors' images is removed."""
     import signal
 
-    import robopoint_hf.demo as demo_module
+    import robopoint_hf.demo.app as demo_module
 
     seen = {}
 

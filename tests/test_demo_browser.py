@@ -28,8 +28,8 @@ from test_demo import (  # noqa: E402
 )
 from test_pipeline_robopoint import make_pipe, pointing_model  # noqa: E402
 
-from robopoint_hf.commands.predict import load_pipeline  # noqa: E402
-from robopoint_hf.demo import build_demo, gradio_temp_dir, launch_demo, load_examples  # noqa: E402
+from robopoint_hf.cli.predict import load_pipeline  # noqa: E402
+from robopoint_hf.demo.app import build_demo, gradio_temp_dir, launch_demo, load_examples  # noqa: E402
 
 CHROMIUM = os.environ.get("ROBOPOINT_CHROMIUM", "/usr/bin/chromium")
 # No network beyond loopback here: without the background-networking flags Chromium keeps dialling Google's hosts.

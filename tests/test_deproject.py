@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from robopoint_hf.deproject import deproject, intrinsics_to_tuple
-from robopoint_hf.points import parse_points
+from robopoint_hf.inference.deproject import deproject, intrinsics_to_tuple
+from robopoint_hf.model.points import parse_points
 
 FX, FY, CX, CY = 500.0, 400.0, 320.0, 240.0
 K = np.array([[FX, 0.0, CX], [0.0, FY, CY], [0.0, 0.0, 1.0]])

@@ -20,8 +20,8 @@ from PIL import Image
 from test_pipeline_robopoint import make_pipe, pointing_model
 
 from robopoint_hf.cli import main
-from robopoint_hf.eval_plots import plot_question, question_title
-from robopoint_hf.eval_runner import (
+from robopoint_hf.evaluation.plots import plot_question, question_title
+from robopoint_hf.evaluation.runner import (
     ANSWER_FIELDS,
     AnswerWriter,
     generate_answers,
@@ -31,7 +31,7 @@ from robopoint_hf.eval_runner import (
     run_answers,
     shard_bounds,
 )
-from robopoint_hf.where2place import load_questions, score_answer_file, score_answer_files
+from robopoint_hf.evaluation.where2place import load_questions, score_answer_file, score_answer_files
 
 REAL = Path(__file__).parent / "fixtures" / "where2place_real"
 SIX = Path(__file__).parent / "fixtures" / "where2place"  # six synthetic items with categories

@@ -18,7 +18,7 @@ from conftest import run_without_robopoint_hf, tiny_model, tiny_processor
 from PIL import Image
 from transformers import pipeline
 
-from robopoint_hf.pipeline_robopoint import (
+from robopoint_hf.model.pipeline_robopoint import (
     RoboPointPipeline,
     item_scores,
     item_spans,
@@ -27,7 +27,7 @@ from robopoint_hf.pipeline_robopoint import (
     register_pipeline,
     token_char_ends,
 )
-from robopoint_hf.points import ANSWER_FORMAT_SUFFIX, parse_points
+from robopoint_hf.model.points import ANSWER_FORMAT_SUFFIX, parse_points
 
 SCORE_TOLERANCE = 1e-4  # float32 softmax over 32000 logits
 TWO_POINTS = "[(12, 34), (56 ,78)]"  # every token distinct, so a bigram table can spell it

@@ -1,4 +1,4 @@
-"""Table tests of the answer grammar (`robopoint_hf.points`).
+"""Table tests of the answer grammar (`robopoint_hf.model.points`).
 
 Original-mode cases are the behaviours listed in the reference notes (§6.3) and the parity fixtures' README (§6);
 their expected values are what the original `text2pts` typing produces.
@@ -6,7 +6,7 @@ their expected values are what the original `text2pts` typing produces.
 
 import pytest
 
-from robopoint_hf.points import (
+from robopoint_hf.model.points import (
     ANSWER_FORMAT_SUFFIX,
     Box,
     Point,

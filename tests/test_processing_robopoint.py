@@ -11,7 +11,7 @@ from PIL import Image
 from transformers import AutoTokenizer
 
 from robopoint_hf import RoboPointImageProcessor, RoboPointProcessor
-from robopoint_hf.templates import CHAT_TEMPLATES, TEMPLATE_NAMES, get_chat_template
+from robopoint_hf.model.templates import CHAT_TEMPLATES, TEMPLATE_NAMES, get_chat_template
 
 INFERENCE_REFS = [
     ("vicuna-mlp2x-full", "llava_v1", "sink"),

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from robopoint_hf.points import ANSWER_FORMAT_SUFFIX
-from robopoint_hf.serving import build_messages, image_data_url, parse_response, response_text
+from robopoint_hf.inference.serving import build_messages, image_data_url, parse_response, response_text
+from robopoint_hf.model.points import ANSWER_FORMAT_SUFFIX
 
 ANSWER = "[(0.461, 0.527), (0.498, 0.521)]"
 SIZE = (640, 480)
@@ -185,7 +185,7 @@ def test_response_text_errors_name_the_problem(response, message):
 
 
 def test_a_cut_answer_is_reported(caplog):
-    with caplog.at_level(logging.WARNING, logger="robopoint_hf.serving"):
+    with caplog.at_level(logging.WARNING, logger="robopoint_hf.inference.serving"):
         result = parse_response(chat_response("[(0.461, 0.527), (0.49", finish_reason="length"), SIZE)
     assert len(result["points"]) == 1
     assert "cut at max_tokens" in caplog.text

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from robopoint_hf.data import load_robopoint_dataset
-from robopoint_hf.points import ANSWER_FORMAT_SUFFIX, parse_points
-from robopoint_hf.synth import FAMILIES, SynthConfig, centre_point, generate_dataset, generate_sample
+from robopoint_hf.model.points import ANSWER_FORMAT_SUFFIX, parse_points
+from robopoint_hf.synthetic.scenes import FAMILIES, SynthConfig, centre_point, generate_dataset, generate_sample
+from robopoint_hf.training.data import load_robopoint_dataset
 
 ANSWER = re.compile(r"^\[\(\d\.\d{3}, \d\.\d{3}\)(, \(\d\.\d{3}, \d\.\d{3}\))*\]$")
 

@@ -10,15 +10,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_model import DEFAULT_MODEL_DIR, EXAMPLES_FILE, IMAGE_SEQ_LENGTH
 
 from robopoint_hf import RoboPointForConditionalGeneration, RoboPointProcessor
-from robopoint_hf.points import ANSWER_FORMAT_SUFFIX, parse_points
-from robopoint_hf.tiny import DEFAULT_MODEL_DIR, EXAMPLES_FILE, IMAGE_SEQ_LENGTH
+from robopoint_hf.model.points import ANSWER_FORMAT_SUFFIX, parse_points
+
+TINY_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "tiny_model.py"
 
 MAX_FOLDER_BYTES = 15_000_000
 
@@ -95,7 +98,7 @@ def test_piecewise_tokenization_around_the_image(shipped):
 
 def _small_config():
     """The shipped recipe with a shrunken network (56-px images, width 32, one layer each): the path, not the size."""
-    from robopoint_hf.tiny import TEXT_CONFIG, VISION_CONFIG
+    from tiny_model import TEXT_CONFIG, VISION_CONFIG
 
     return {
         "vision_config": {
@@ -121,8 +124,9 @@ def _small_config():
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
     """Generator output (24 scenes) and an untrained small model built from it: ``(data_dir, init_dir)``."""
-    from robopoint_hf.synth import generate_dataset
-    from robopoint_hf.tiny import build
+    from tiny_model import build
+
+    from robopoint_hf.synthetic.scenes import generate_dataset
 
     root = tmp_path_factory.mktemp("small_run")
     generate_dataset(root / "data", 24, seed=3)
@@ -131,8 +135,9 @@ def small_run(tmp_path_factory):
 
 
 def test_training_smoke_run_from_generator_output(small_run, tmp_path):
-    from robopoint_hf.collator import IGNORE_INDEX, tokenize_conversation
-    from robopoint_hf.tiny import train
+    from tiny_model import train
+
+    from robopoint_hf.training.collator import IGNORE_INDEX, tokenize_conversation
 
     data, init = small_run
     trained = train(data, init, tmp_path / "model", max_steps=20, per_device_train_batch_size=2, logging_steps=5)
@@ -164,7 +169,7 @@ def test_tokenizer_keeps_question_words_apart(small_run):
     """A colour or object name must be the same tokens in every question: with merges across words, a BPE fused
     whole questions ("Locate several points on the yellow bottle") into single tokens and the model could not tell
     which colour a question asked for."""
-    from robopoint_hf.tiny import train_tokenizer, training_texts
+    from tiny_model import train_tokenizer, training_texts
 
     data, init = small_run
     tokenizer = RoboPointProcessor.from_pretrained(init).tokenizer
@@ -182,7 +187,7 @@ def test_tokenizer_keeps_question_words_apart(small_run):
 def test_build_starts_image_tokens_with_positions_and_unit_scale(small_run):
     """The two init choices that let the tiny model learn to read its image: a sin-cos position table and image
     tokens at unit RMS on the training images."""
-    from robopoint_hf.tiny import sincos_position_table
+    from tiny_model import sincos_position_table
 
     data, init = small_run
     model = RoboPointForConditionalGeneration.from_pretrained(init).eval()
@@ -197,8 +202,9 @@ def test_build_starts_image_tokens_with_positions_and_unit_scale(small_run):
 
 def test_a_second_stage_keeps_the_record_of_the_first(small_run, tmp_path):
     """The shipped model is trained in stages (``train --init`` of a trained model); its card lists every one."""
-    from robopoint_hf.synth import SynthConfig, generate_dataset
-    from robopoint_hf.tiny import _stages_text, main, train
+    from tiny_model import _stages_text, main, train
+
+    from robopoint_hf.synthetic.scenes import SynthConfig, generate_dataset
 
     data, init = small_run
     single = tmp_path / "single"  # the shipped curriculum's first stage: one object, answered at its centre
@@ -250,7 +256,7 @@ def test_time_budgeted_training_runs_data_parallel_on_cpu(small_run, tmp_path):
     data, init = small_run
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "robopoint_hf.tiny", "train", "--data", str(data), "--init", str(init),
+        str(TINY_SCRIPT), "train", "--data", str(data), "--init", str(init),
         "--output-dir", str(tmp_path / "model"), "--threads", "1", "--batch-size", "2", "--max-minutes", "0.05",
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=240)
@@ -265,10 +271,11 @@ def test_evaluation_also_scores_the_model_on_shuffled_images(small_run, tmp_path
     """The image-ablation row pairs question i with the image of question i + 1 (a rotation by one): an oracle that
     always points inside the mask of the image it is shown scores 1.0 on the real pairs and exactly what the next
     question's region gives on the shuffled ones."""
-    from robopoint_hf import tiny
-    from robopoint_hf.points import format_points
-    from robopoint_hf.synth import generate_dataset
-    from robopoint_hf.where2place import load_mask, load_questions, score_where2place
+    import tiny_model as tiny
+
+    from robopoint_hf.evaluation.where2place import load_mask, load_questions, score_where2place
+    from robopoint_hf.model.points import format_points
+    from robopoint_hf.synthetic.scenes import generate_dataset
 
     _, init = small_run
     generate_dataset(tmp_path / "data", 2, seed=5, eval_questions=6)
@@ -303,7 +310,7 @@ def test_evaluation_also_scores_the_model_on_shuffled_images(small_run, tmp_path
 
 def test_card_says_where_the_image_matters():
     """The card's ablation sentence follows the per-family differences (right minus shuffled images, from +0.02)."""
-    from robopoint_hf.tiny import image_ablation_text
+    from tiny_model import image_ablation_text
 
     def results(right, shuffled):
         families = ["a", "b"]

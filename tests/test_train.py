@@ -13,13 +13,13 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from robopoint_hf import RoboPointForConditionalGeneration
-from robopoint_hf.collator import (
+from robopoint_hf.training.collator import (
     ModalityLengthGroupedSampler,
     RoboPointDataCollator,
     modality_length_grouped_indices,
 )
-from robopoint_hf.data import load_robopoint_dataset, write_robopoint_records
-from robopoint_hf.train import (
+from robopoint_hf.training.data import load_robopoint_dataset, write_robopoint_records
+from robopoint_hf.training.trainer import (
     ModelArguments,
     RoboPointSFTConfig,
     ScriptArguments,
@@ -253,7 +253,7 @@ def test_stage_two_from_components_trains_lora_and_merges(tmp_path):
     from transformers import CLIPVisionModel, LlamaForCausalLM
 
     from robopoint_hf.cli import main as cli_main
-    from robopoint_hf.components import from_components
+    from robopoint_hf.training.components import from_components
 
     config = tiny_config()
     torch.manual_seed(0)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from robopoint_hf.points import parse_points
-from robopoint_hf.visualize import draw_points
+from robopoint_hf.inference.visualize import draw_points
+from robopoint_hf.model.points import parse_points
 
 
 def _changed(before: Image.Image, after: Image.Image) -> np.ndarray:

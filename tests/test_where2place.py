@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from robopoint_hf.points import parse_points
-from robopoint_hf.where2place import (
+from robopoint_hf.evaluation.where2place import (
     _numpy1_sum,
     _pairwise_sum,
     load_mask,
@@ -21,6 +20,7 @@ from robopoint_hf.where2place import (
     score_answer_file,
     score_where2place,
 )
+from robopoint_hf.model.points import parse_points
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RESULTS = json.loads((FIXTURES / "where2place_results.json").read_text())["datasets"]

@@ -82,10 +82,15 @@ def test_metric_accepts_parsed_points_and_list_masks():
     assert result["per_question"] == [0.5, 0.0] and result["num_empty"] == 1 and result["accuracy"] == 0.25
 
 
-def test_metric_folder_copies_are_byte_identical():
+def test_metric_folder_copies_match_their_sources():
     assert stale_metric_files() == [], "run `python -m robopoint_hf.hub_files` to refresh the metric Space copies"
     for source, copy in METRIC_COPIES.items():
-        assert (METRIC_DIR / copy).read_bytes() == (PACKAGE_DIR / source).read_bytes()
+        original = (PACKAGE_DIR / source).read_text().splitlines()
+        copied = (METRIC_DIR / copy).read_text().splitlines()
+        changed = [(a, b) for a, b in zip(original, copied, strict=True) if a != b]
+        # Only the package import of the answer grammar differs: the Space has no robopoint_hf package.
+        assert all(a.startswith("from robopoint_hf.model.points import") for a, _ in changed)
+        assert all(b.startswith("from .points import") for _, b in changed)
 
 
 def test_space_files_present_and_app_compiles():

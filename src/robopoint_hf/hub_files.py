@@ -4,11 +4,12 @@ Why copies: the Space (``metrics/where2place/``) must load with ``evaluate.load`
 pillow installed -- no ``robopoint_hf``. ``evaluate`` 0.4.6 copies the files a metric script imports RELATIVELY
 (``from .points import ...``) from the script's folder (``evaluate/loading.py``: ``get_imports`` +
 ``_download_additional_modules``), but only direct imports of the script, and it refuses a relative import named like
-the script itself (``where2place``). So the folder holds byte-identical copies of the canonical modules:
-``points.py`` and ``where2place.py`` saved as ``scoring.py``; the metric script imports both. Symlinks were rejected
+the script itself (``where2place``). So the folder holds copies of the canonical modules, ``model/points.py`` and
+``evaluation/where2place.py`` saved as ``scoring.py``, identical but for the package import of ``points``, which
+becomes the sibling import ``from .points import``; the metric script imports both. Symlinks were rejected
 (lost on Windows checkouts and in some Hub uploads). ``tests/test_where2place_metric.py`` fails when a copy is stale.
 
-Regenerate after editing `robopoint_hf.points` or `robopoint_hf.where2place`::
+Regenerate after editing `robopoint_hf.model.points` or `robopoint_hf.evaluation.where2place`::
 
     python -m robopoint_hf.hub_files          # write the copies
     python -m robopoint_hf.hub_files --check  # exit 1 if a copy is stale
@@ -20,29 +21,35 @@ import argparse
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-METRIC_DIR = PACKAGE_DIR / "metrics" / "where2place"
+METRIC_DIR = PACKAGE_DIR / "evaluation" / "metrics" / "where2place"
 """Folder of the Where2Place `evaluate` metric; ``evaluate.load(str(METRIC_DIR))`` loads it offline."""
 
-METRIC_COPIES: dict[str, str] = {"points.py": "points.py", "where2place.py": "scoring.py"}
+METRIC_COPIES: dict[str, str] = {"model/points.py": "points.py", "evaluation/where2place.py": "scoring.py"}
 """Canonical module (in the package) -> copy name in `METRIC_DIR`."""
 
 
+def space_copy(source: str) -> bytes:
+    """The Space's copy of the canonical module `source`: its package imports made sibling imports."""
+    text = (PACKAGE_DIR / source).read_text(encoding="utf-8")
+    return text.replace("from robopoint_hf.model.points import", "from .points import").encode("utf-8")
+
+
 def stale_metric_files() -> list[Path]:
-    """Copies in `METRIC_DIR` that are missing or differ from their canonical module."""
+    """Copies in `METRIC_DIR` that are missing or differ from what their canonical module generates."""
     stale = []
     for source, copy in METRIC_COPIES.items():
         target = METRIC_DIR / copy
-        if not target.is_file() or target.read_bytes() != (PACKAGE_DIR / source).read_bytes():
+        if not target.is_file() or target.read_bytes() != space_copy(source):
             stale.append(target)
     return stale
 
 
 def sync_metric_folder() -> list[Path]:
-    """Write the byte-identical copies into `METRIC_DIR`; returns the files that changed."""
+    """Write the copies into `METRIC_DIR`; returns the files that changed."""
     changed = stale_metric_files()
     for target in changed:
         source = next(s for s, c in METRIC_COPIES.items() if c == target.name)
-        target.write_bytes((PACKAGE_DIR / source).read_bytes())
+        target.write_bytes(space_copy(source))
     return changed
 
 

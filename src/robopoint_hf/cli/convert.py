@@ -1,0 +1,77 @@
+"""``robopoint convert`` -- original RoboPoint/LLaVA checkpoint -> transformers-native RoboPoint folder.
+
+Examples::
+
+    robopoint convert wentao-yuan/robopoint-v1-vicuna-v1.5-13b robopoint-13b --dtype bfloat16 --verify
+    robopoint convert wentao-yuan/robopoint-v1-llama-2-7b-lora robopoint-7b --model-base meta-llama/Llama-2-7b-chat-hf
+    robopoint convert ./checkpoints/my-run ./my-run-hf --vision-tower ./clip-vit-large-patch14-336
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_conversion_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments shared by `convert` and `export`."""
+    parser.add_argument("src", help="Original-format checkpoint: local folder or Hub id (full, LoRA or projector).")
+    parser.add_argument("out", help="Output folder (must not exist or be empty).")
+    parser.add_argument("--model-base", help="Base language model of LoRA / projector-only checkpoints.")
+    parser.add_argument(
+        "--vision-tower",
+        help="CLIP folder or Hub id; default: the checkpoint's mm_vision_tower, from the local Hub cache or a "
+        "folder relative to the CWD or to SRC's parent.",
+    )
+    parser.add_argument(
+        "--dtype", choices=("float32", "bfloat16", "float16"), help="Dtype of the saved weights (default: SRC's)."
+    )
+    parser.add_argument(
+        "--prompt-template",
+        choices=("vicuna_v1", "llava_v1", "llava_llama_2"),
+        help="Template to record (default: the one the checkpoint was trained with, vicuna_v1).",
+    )
+    parser.add_argument("--max-shard-size", default="5GB", help="Largest output shard (default: 5GB).")
+    parser.add_argument("--verify", action="store_true", help="Reload OUT and compare logits with SRC on a probe.")
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "convert",
+        help="Convert an original RoboPoint/LLaVA checkpoint to a transformers RoboPoint folder.",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_conversion_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run_conversion(args: argparse.Namespace, target: str) -> int:
+    """Runs the conversion for `convert` and `export`; bad input becomes a one-line error, not a traceback."""
+    import logging
+    import sys
+
+    from robopoint_hf.original.checkpoint import OriginalCheckpointError
+    from robopoint_hf.original.convert import convert_checkpoint
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        out = convert_checkpoint(
+            args.src,
+            args.out,
+            model_base=args.model_base,
+            vision_tower=args.vision_tower,
+            dtype=args.dtype,
+            target=target,
+            prompt_template=args.prompt_template,
+            max_shard_size=args.max_shard_size,
+            verify=args.verify,
+        )
+    except (OriginalCheckpointError, FileExistsError, ValueError) as error:
+        print(f"robopoint {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    print(out)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_conversion(args, "robopoint")

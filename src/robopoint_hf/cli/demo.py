@@ -1,0 +1,154 @@
+"""``robopoint demo`` -- a local web page where one or several RoboPoint models point at things side by side.
+
+Examples::
+
+    robopoint demo --model ./robopoint-13b
+    robopoint demo --model 13B=./robopoint-13b --model 7B=./robopoint-7b --device cuda --load-4bit
+    robopoint demo --model ./robopoint-13b --host 0.0.0.0 --port 8080 --max-file-size 5mb
+
+Each ``--model`` adds a column: a folder or Hub id, optionally labelled ``LABEL=PATH`` (default label: the folder
+name). The page listens on 127.0.0.1 only unless ``--host`` says otherwise (it has no login). ``--share`` opens a
+public gradio.live link (needs internet). Uploads and result images live in a temporary folder that is deleted
+when the demo stops. Needs the ``demo`` extra: ``pip install "robopoint_hf[demo]"``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ipaddress
+import os
+import signal
+import sys
+from collections.abc import Iterator
+
+from .predict import DEFAULT_MODEL, add_loading_arguments, quantization_bits
+
+__all__ = ["DEFAULT_HOST", "DEFAULT_MAX_FILE_SIZE", "DEFAULT_PORT", "add_parser", "parse_model_specs", "run"]
+
+DEFAULT_HOST = "127.0.0.1"
+"""Loopback only: the demo has no login, so reaching it from the network is an explicit choice."""
+
+DEFAULT_PORT = 7860
+
+DEFAULT_MAX_FILE_SIZE = "20mb"
+"""Largest upload: a 4K phone photo is well under it; a multi-hundred-megabyte upload is a mistake or an attack.
+
+These defaults live here rather than in :mod:`robopoint_hf.demo.app` (which re-exports them) so that ``robopoint --help``
+does not import Gradio."""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Registers ``demo`` on the ``robopoint`` command line."""
+    parser = subparsers.add_parser(
+        "demo",
+        help="start a local web demo (Gradio) comparing one or several models side by side",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        metavar="[LABEL=]PATH",
+        help="model folder or Hub id; repeat for side-by-side models"
+        + (f" (default: {DEFAULT_MODEL})" if DEFAULT_MODEL else " (at least one required)"),
+    )
+    parser.add_argument("--host", default=DEFAULT_HOST, help=f"interface to listen on (default: {DEFAULT_HOST})")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
+    parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs internet)")
+    parser.add_argument(
+        "--max-file-size",
+        default=DEFAULT_MAX_FILE_SIZE,
+        metavar="SIZE",
+        help=f"largest upload, e.g. 5mb (default: {DEFAULT_MAX_FILE_SIZE})",
+    )
+    add_loading_arguments(parser)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def parse_model_specs(specs: list[str]) -> dict[str, str]:
+    """``["13B=./a", "./b"]`` -> ``{"13B": "./a", "b": "./b"}``, in order; repeated labels get ``" (2)"``, ...
+
+    ``LABEL=PATH`` is split on the first ``=`` unless the whole spec is an existing path (a folder whose name holds
+    ``=`` stays a folder).
+    """
+    models: dict[str, str] = {}
+    for spec in specs:
+        label, sep, path = spec.partition("=")
+        if not sep or not label or not path or os.path.exists(spec):
+            label, path = os.path.basename(os.path.normpath(spec)) or spec, spec
+        unique, count = label, 1
+        while unique in models:
+            count += 1
+            unique = f"{label} ({count})"
+        models[unique] = os.path.expanduser(path)
+    return models
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """Turns SIGTERM (``kill``, systemd, container stop) into the Ctrl-C path while the demo serves.
+
+    Python's default SIGTERM ends the process without unwinding, which would leave the temporary folder with
+    visitors' images behind; as a KeyboardInterrupt, Gradio closes its server and the folder is removed.
+    """
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Loads the models, starts the page and serves until interrupted."""
+
+    def fail(message: str, code: int = 1) -> int:
+        print(f"robopoint demo: error: {message}", file=sys.stderr)
+        return code
+
+    specs = args.model or ([DEFAULT_MODEL] if DEFAULT_MODEL else [])
+    if not specs:
+        return fail("--model is required (this build ships no default model)", code=2)
+    models = parse_model_specs(specs)
+    for label, path in models.items():
+        if path.startswith(("/", ".", "~")) and not os.path.isdir(path):
+            return fail(f"model folder not found for {label!r}: {path}")
+    try:
+        import gradio  # noqa: F401  (fail with the install hint before loading any model)
+    except ImportError:
+        return fail('the demo needs Gradio: pip install "robopoint_hf[demo]"')
+    from robopoint_hf.demo.app import build_demo, gradio_temp_dir, launch_demo
+
+    if not _is_loopback(args.host):
+        print(f"robopoint demo: warning: listening on {args.host}; anyone who can reach it can use the models.")
+    bits = quantization_bits(args)
+    with gradio_temp_dir(), _stop_on_sigterm():
+        try:
+            demo = build_demo(models, device=args.device, dtype=args.dtype, bits=bits)
+        except (OSError, ValueError) as error:
+            return fail(f"cannot load the models: {error}")
+        try:
+            launch_demo(demo, host=args.host, port=args.port, share=args.share, max_file_size=args.max_file_size)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            demo.close()
+    return 0

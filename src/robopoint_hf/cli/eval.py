@@ -1,0 +1,243 @@
+"""``robopoint eval`` -- answer a Where2Place-layout benchmark with a model, and score answer files.
+
+Needs the ``eval`` extra for ``--visualize`` (matplotlib): ``pip install "robopoint_hf[eval]"``.
+
+Examples::
+
+    # answer all questions (greedy), print strict and original scores; rerun the same command to resume
+    robopoint eval where2place --model ./robopoint-13b --data-dir where2place --output answers/robopoint-13b.jsonl
+
+    # the published protocol: original eval template and unseeded-style sampling, made reproducible by a seed
+    robopoint eval where2place --model ./robopoint-13b --data-dir where2place --output answers/r13b-t02.jsonl \\
+        --prompt-template llava_v1 --temperature 0.2 --seed 0
+
+    # data-parallel: every process answers a shard into answers.jsonl.rank<r>; the main process merges them
+    accelerate launch --num_processes 4 -m robopoint_hf.cli eval where2place --model ./robopoint-13b \\
+        --data-dir where2place --output answers/robopoint-13b.jsonl --batch-size 8
+
+    # score and compare existing answer files (also those of the original model_vqa.py), with pictures
+    robopoint eval score --answers answers/robopoint-13b.jsonl answers/gpt4o.jsonl --data-dir where2place \\
+        --protocols strict original micro --visualize plots/
+
+Any benchmark laid out like Where2Place works: a question file of ``{"question_id", "image", "text"[, "category"]}``
+lines, ``images/``, and ``masks/NN.jpg`` by line position. Decoding is greedy by default (deterministic; a resumed
+run gives the same file); the original evaluation sampled at temperature 0.2 without a seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .predict import DEFAULT_DTYPES, DEFAULT_MODEL, positive_int
+
+__all__ = ["add_parser", "run", "run_score", "run_where2place"]
+
+DEFAULT_PROTOCOLS = ("strict", "original")
+
+
+def _add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
+    from robopoint_hf.evaluation.where2place import PROTOCOLS
+
+    parser.add_argument("--data-dir", required=True, help="benchmark folder: question file, images/, masks/")
+    parser.add_argument(
+        "--question-file",
+        default="point_questions.jsonl",
+        help="question file inside --data-dir (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--protocols",
+        nargs="+",
+        choices=PROTOCOLS,
+        default=list(DEFAULT_PROTOCOLS),
+        metavar="PROTOCOL",
+        help=f"scoring protocols to report, of {', '.join(PROTOCOLS)} (default: strict original)",
+    )
+    parser.add_argument("--visualize", metavar="OUT_DIR", help="write one PNG per question and summary.png here")
+    parser.add_argument("--save-scores", metavar="JSON", help="write every score (per question too) to this file")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Registers ``eval`` (with sub-commands ``where2place`` and ``score``) on the ``robopoint`` command line."""
+    parser = subparsers.add_parser(
+        "eval",
+        help="answer a Where2Place-layout benchmark with a model, or score answer files",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(func=run, eval_parser=parser)
+    verbs = parser.add_subparsers(dest="eval_command", metavar="BENCHMARK")
+
+    answer = verbs.add_parser(
+        "where2place",
+        help="answer every question (resumable, data-parallel under accelerate launch), then score",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    answer.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help="RoboPoint model folder or Hub id" + (f" (default: {DEFAULT_MODEL})" if DEFAULT_MODEL else " (required)"),
+    )
+    answer.add_argument("--output", required=True, help="answer file (JSON lines); an existing one is resumed")
+    _add_scoring_arguments(answer)
+    answer.add_argument("--batch-size", type=positive_int, default=1, help="questions per generate call (default: 1)")
+    answer.add_argument(
+        "--temperature", type=float, default=0.0, help="0 = greedy (default); the original used 0.2 (sampling)"
+    )
+    answer.add_argument("--top-p", type=float, help="nucleus sampling (with --temperature > 0)")
+    answer.add_argument("--num-beams", type=positive_int, default=1, help="beam search width (default: 1)")
+    answer.add_argument(
+        "--seed", type=int, help="seed for sampling (each batch: seed + crc32 of its first question id)"
+    )
+    answer.add_argument(
+        "--max-new-tokens", type=positive_int, default=1024, help="longest answer (default: 1024, as the original)"
+    )
+    answer.add_argument(
+        "--prompt-template",
+        choices=("vicuna_v1", "llava_v1", "llava_llama_2"),
+        help="override the checkpoint's prompt template; the published numbers used llava_v1 (default: checkpoint's)",
+    )
+    answer.add_argument(
+        "--add-answer-format",
+        action="store_true",
+        help="append RoboPoint's answer-format sentence to questions lacking it (default: questions as written)",
+    )
+    answer.add_argument("--model-id", help="model_id written into the answer file (default: the model's folder name)")
+    answer.add_argument("--overwrite", action="store_true", help="delete an existing answer file instead of resuming")
+    answer.add_argument("--device", choices=("cpu", "cuda", "mps"), help="default: the process's accelerate device")
+    answer.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="default: float32 on cpu, etc.")
+
+    score = verbs.add_parser(
+        "score",
+        help="score answer files (ours or the original model_vqa.py's) and compare models",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    score.add_argument("--answers", nargs="+", required=True, metavar="JSONL", help="answer files, one per model")
+    score.add_argument("--labels", nargs="+", help="a name per answer file (default: file names)")
+    _add_scoring_arguments(score)
+    return parser
+
+
+def _fail(verb: str, message: str, code: int = 1) -> int:
+    print(f"robopoint eval {verb}: error: {message}", file=sys.stderr)
+    return code
+
+
+def _report(args: argparse.Namespace, labels, answer_files, questions) -> int:
+    """Score the answer files, print the table, and write the optional JSON and pictures."""
+    from robopoint_hf.evaluation.runner import format_score_table, scores_to_dict
+    from robopoint_hf.evaluation.where2place import align_answers, load_answers, score_answer_files
+
+    results = score_answer_files(answer_files, args.data_dir, protocols=args.protocols, questions=questions)
+    print(format_score_table(labels, results, args.protocols))
+    if args.save_scores:
+        with open(args.save_scores, "w", encoding="utf-8") as f:
+            json.dump(scores_to_dict(labels, answer_files, results), f, indent=1)
+        print(f"scores: {args.save_scores}")
+    if args.visualize:
+        from robopoint_hf.evaluation.plots import save_question_plots, save_summary_chart
+
+        protocol = args.protocols[0]
+        texts = [align_answers(questions, load_answers(f), protocol=protocol) for f in answer_files]
+        written = save_question_plots(
+            questions, labels, texts, [r[protocol] for r in results], args.visualize, score_name=protocol
+        )
+        summary = save_summary_chart(labels, results, args.protocols, f"{args.visualize}/summary.png")
+        print(f"pictures: {len(written)} questions and {summary} in {args.visualize}")
+    return 0
+
+
+def run_score(args: argparse.Namespace) -> int:
+    """``robopoint eval score``: bad files become a one-line error naming them."""
+    from robopoint_hf.evaluation.runner import default_labels
+    from robopoint_hf.evaluation.where2place import load_questions
+
+    labels = args.labels or default_labels(args.answers)
+    if len(labels) != len(args.answers):
+        return _fail("score", f"got {len(args.answers)} answer files but {len(labels)} --labels", code=2)
+    try:
+        questions = load_questions(args.data_dir, args.question_file)
+        return _report(args, labels, args.answers, questions)
+    except (FileNotFoundError, ValueError) as error:
+        return _fail("score", str(error))
+
+
+def run_where2place(args: argparse.Namespace) -> int:
+    """``robopoint eval where2place``: answer (resumably, sharded), merge, score."""
+    import os
+
+    if args.model is None:
+        return _fail("where2place", "--model is required (this build ships no default model)", code=2)
+    import torch
+    from accelerate import PartialState
+
+    from robopoint_hf.evaluation.runner import generation_kwargs, model_id_from_path, pipeline_answer_fn, run_answers
+    from robopoint_hf.evaluation.where2place import load_questions
+    from robopoint_hf.model.templates import get_chat_template
+
+    from .predict import load_pipeline, looks_like_path
+
+    try:
+        questions = load_questions(args.data_dir, args.question_file)  # before the model: a typo fails fast
+        generate_kwargs = generation_kwargs(
+            temperature=args.temperature,
+            top_p=args.top_p,
+            num_beams=args.num_beams,
+            max_new_tokens=args.max_new_tokens,
+        )
+    except (FileNotFoundError, ValueError) as error:
+        return _fail("where2place", str(error))
+    if looks_like_path(args.model) and not os.path.isdir(os.path.expanduser(args.model)):
+        return _fail("where2place", f"model folder not found: {args.model}")
+    # cpu=True lets `torchrun`/`accelerate launch` shard over CPU processes (gloo); GPUs need no flag.
+    on_cpu = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")) == "cpu"
+    state = PartialState(cpu=on_cpu)
+    device = args.device or str(state.device)  # under accelerate launch: this process's GPU
+    try:
+        dtype = args.dtype or DEFAULT_DTYPES.get(device.split(":")[0], "float32")
+        pipe = load_pipeline(os.path.expanduser(args.model), device, dtype)
+    except (OSError, ValueError) as error:
+        return _fail("where2place", f"cannot load model {args.model}: {error}")
+    if args.prompt_template:
+        pipe.processor.chat_template = get_chat_template(args.prompt_template)
+        pipe.processor.prompt_template = args.prompt_template
+    answer_fn = pipeline_answer_fn(
+        pipe, batch_size=args.batch_size, seed=args.seed, answer_format=args.add_answer_format, **generate_kwargs
+    )
+    model_id = args.model_id or model_id_from_path(args.model)
+
+    def progress(done: int, total: int) -> None:
+        print(f"[rank {state.process_index}] {done}/{total} answered", file=sys.stderr, flush=True)
+
+    try:
+        records = run_answers(
+            questions,
+            answer_fn,
+            args.output,
+            model_id=model_id,
+            batch_size=args.batch_size,
+            overwrite=args.overwrite,
+            state=state,
+            progress=progress,
+        )
+    except (FileNotFoundError, ValueError) as error:
+        return _fail("where2place", str(error))
+    if records is None:  # not the main process: scoring is printed once
+        return 0
+    print(f"answers: {args.output} ({len(records)} questions, model_id {model_id!r})")
+    try:
+        return _report(args, [model_id], [args.output], questions)
+    except (FileNotFoundError, ValueError) as error:
+        return _fail("where2place", str(error))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs the sub-command; ``robopoint eval`` alone prints the help."""
+    verbs = {"where2place": run_where2place, "score": run_score}
+    if args.eval_command is None:
+        args.eval_parser.print_help()
+        return 2
+    return verbs[args.eval_command](args)

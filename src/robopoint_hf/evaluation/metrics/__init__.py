@@ -1,0 +1,1 @@
+"""The Where2Place `evaluate` metric, laid out as a Hub Space."""

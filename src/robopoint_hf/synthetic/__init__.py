@@ -1,0 +1,1 @@
+"""Procedurally generated tabletop scenes with pointing questions, in RoboPoint's training format."""

@@ -1,0 +1,1 @@
+"""Fine-tuning: RoboPoint-format data, the collator and sampler, the TRL trainer and its arguments."""
