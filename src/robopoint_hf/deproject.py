@@ -35,6 +35,7 @@ __all__ = [
     "Deprojection",
     "as_point_array",
     "depth_array",
+    "depth_cells",
     "deproject",
     "intrinsics_to_tuple",
     "pixel_rays",
@@ -146,6 +147,16 @@ def to_pixel_coordinates(coords: np.ndarray, normalized: bool, size: tuple[int, 
     return coords * np.asarray(size, dtype=np.float64) - 0.5
 
 
+def depth_cells(pixels: np.ndarray, image_size: tuple[int, int], depth_shape: tuple[int, int]) -> np.ndarray:
+    """``(column, row)`` of the depth pixel containing each image point (may lie outside the depth map).
+
+    The depth map covers the image's field of view at its own resolution, so positions scale by the size ratio.
+    """
+    scale = np.array([depth_shape[1] / image_size[0], depth_shape[0] / image_size[1]])
+    with np.errstate(invalid="ignore"):
+        return np.floor((pixels + 0.5) * scale)
+
+
 def read_depth(
     depth_map: np.ndarray, pixels: np.ndarray, image_size: tuple[int, int]
 ) -> tuple[np.ndarray, list[str | None]]:
@@ -165,9 +176,7 @@ def read_depth(
         one of ``"outside image"``, ``"non-finite depth"``, ``"zero depth"``, ``"negative depth"``.
     """
     height, width = depth_map.shape
-    scale = np.array([width / image_size[0], height / image_size[1]])
-    with np.errstate(invalid="ignore"):
-        cells = np.floor((pixels + 0.5) * scale)
+    cells = depth_cells(pixels, image_size, depth_map.shape)
     raw = np.full(len(pixels), np.nan)
     reasons: list[str | None] = []
     for index, (column, row) in enumerate(cells):
