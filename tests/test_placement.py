@@ -66,7 +66,9 @@ def _render(pose: np.ndarray, wall_x: float, boxes: list[np.ndarray], size=(WIDT
 
 def _project(pose: np.ndarray, world: np.ndarray) -> np.ndarray:
     camera = (world - pose[:3, 3]) @ pose[:3, :3]
-    return np.stack([K[0, 0] * camera[:, 0] / camera[:, 2] + K[0, 2], K[1, 1] * camera[:, 1] / camera[:, 2] + K[1, 2]], 1)
+    return np.stack(
+        [K[0, 0] * camera[:, 0] / camera[:, 2] + K[0, 2], K[1, 1] * camera[:, 1] / camera[:, 2] + K[1, 2]], 1
+    )
 
 
 def make_scene(seed: int) -> Scene:
@@ -147,9 +149,10 @@ def test_target_lies_on_the_table_inside_the_free_region():
         world = _world(scene, lifted.xyz[lifted.valid])
         wall_points += int(((np.abs(world[:, 0] - scene.wall_x) <= 0.01) & (world[:, 2] > 0.005)).sum())
         points_total += len(scene.points)
-        good, on_wall = _judge(scene, np.median(lifted.xyz[lifted.valid], axis=0))
-        naive += good
-        naive_on_wall += on_wall
+        if lifted.valid.any():  # the existing example's rule: median of the points with depth
+            good, on_wall = _judge(scene, np.median(lifted.xyz[lifted.valid], axis=0))
+            naive += good
+            naive_on_wall += on_wall
     print(
         f"\n{CASES} scenes: plane step {placed} on target; own depth + robust centroid {own_depth} "
         f"({own_on_wall} targets on the wall); deproject + median {naive} ({naive_on_wall} on the wall); "
@@ -157,3 +160,129 @@ def test_target_lies_on_the_table_inside_the_free_region():
     )
     assert placed >= 0.99 * CASES
     assert own_depth <= 0.8 * CASES and wall_points >= 0.05 * points_total  # the scenes exercise the gap
+
+
+def test_with_extrinsics_only_level_planes_support_and_results_come_in_the_base_frame():
+    placed = 0
+    for seed in range(0, CASES, 4):
+        scene = make_scene(seed)
+        result = place_target(scene.points, scene.depth, K, normalized=False, camera_to_base=scene.camera_to_world)
+        placed += _judge(scene, result.target_camera)[0]
+        np.testing.assert_allclose(result.target_base, _world(scene, result.target_camera), atol=1e-12)
+        np.testing.assert_allclose(result.approach_base, [0.0, 0.0, -1.0], atol=0.02)  # straight down onto it
+        np.testing.assert_allclose(result.points_base[result.used], _world(scene, result.points_camera[result.used]))
+    assert placed == len(range(0, CASES, 4))
+
+
+def test_every_changed_point_says_why():
+    scene = make_scene(3)
+    depth = scene.depth.copy()
+    u, v = np.floor(scene.points[0] + 0.5).astype(int)
+    depth[v - 1 : v + 2, u - 1 : u + 2] = 0.0  # a hole under the first point
+    stray = scene.points[0] + [0.0, -200.0]  # above the image
+    result = place_target(np.vstack([scene.points, stray]), depth, K, normalized=False)
+    assert result.reasons[0] == "zero depth: moved onto the plane along its ray" and result.used[0]
+    assert result.reasons[-1] == "outside image: dropped" and np.isnan(result.points_camera[-1]).all()
+    assert np.isfinite(result.points_camera[:-1]).all()
+    assert abs(result.plane.signed_distance(result.points_camera[0])) < 1e-9
+    for reason, used in zip(result.reasons, result.used, strict=True):
+        assert (reason is None) <= used  # an unchanged point is used
+    again = place_target(np.vstack([scene.points, stray]), depth, K, normalized=False)
+    np.testing.assert_array_equal(again.target_camera, result.target_camera)  # seeded: deterministic
+
+
+def test_object_points_keep_their_depth_and_fill_holes():
+    depth = np.full((HEIGHT, WIDTH), 1.0)
+    depth[40:80, 60:100] = 0.7  # a box face 0.3 m in front of the background
+    depth[58:62, 78:82] = np.nan
+    result = place_target([(80, 60), (70, 50)], depth, K, normalized=False, kind="object")
+    np.testing.assert_allclose(result.points_camera[:, 2], [0.7, 0.7])
+    assert (
+        result.reasons[0] == "non-finite depth: filled with the median depth of 9 valid pixels within 2 depth pixels"
+    )
+    assert result.reasons[1] is None and result.target_camera[2] == pytest.approx(0.7)
+
+
+def test_camera_conventions_agree():
+    scene = make_scene(7)
+    reference = place_target(scene.points, scene.depth, K, normalized=False)
+    millimetres = np.round(scene.depth * 1000).astype(np.uint16)
+    ros = place_target(scene.points, millimetres, K.ravel().tolist(), normalized=False, depth_scale=0.001)
+    np.testing.assert_allclose(ros.target_camera, reference.target_camera, atol=0.002)
+    normalized = (scene.points + 0.5) / [WIDTH, HEIGHT]
+    records = [{"x": x, "y": y, "x_px": int(x * WIDTH), "y_px": int(y * HEIGHT), "score": 0.9} for x, y in normalized]
+    from_records = place_target(records, scene.depth, K)
+    np.testing.assert_allclose(from_records.pixels, scene.points, atol=1e-9)
+    np.testing.assert_allclose(from_records.target_camera, reference.target_camera, atol=1e-9)
+    # Colour at 320x240 (points and K in its pixels), depth aligned to it at 160x120.
+    big = K * [[2.0], [2.0], [1.0]]
+    big[:2, 2] = [(2 * WIDTH - 1) / 2, (2 * HEIGHT - 1) / 2]
+    half = place_target(normalized, scene.depth, big, normalized=True, image_size=(2 * WIDTH, 2 * HEIGHT))
+    np.testing.assert_allclose(half.target_camera, reference.target_camera, atol=0.003)
+
+
+def test_lens_distortion_is_undone():
+    cv2 = pytest.importorskip("cv2")
+    distortion = np.array([-0.28, 0.07, 0.001, -0.002, 0.0])
+    on_wall = np.array([[-0.3, -0.2, 1.0], [0.25, 0.18, 1.0], [0.0, 0.0, 1.0]])  # a wall 1 m ahead: z unchanged
+    distorted, _ = cv2.projectPoints(on_wall, np.zeros(3), np.zeros(3), K, distortion)
+    depth = np.ones((HEIGHT, WIDTH))
+    result = place_target(distorted.reshape(-1, 2), depth, K, normalized=False, distortion=distortion, kind="object")
+    np.testing.assert_allclose(result.points_camera, on_wall, atol=1e-6)
+    ignored = place_target(distorted.reshape(-1, 2), depth, K, normalized=False, kind="object")
+    assert np.abs(ignored.points_camera - on_wall).max() > 0.01  # what the distortion would have cost
+
+
+def test_distortion_without_opencv_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cv2", None)
+    with pytest.raises(ImportError, match=r"robopoint_hf\[robot\]"):
+        place_target([(80, 60)], np.ones((HEIGHT, WIDTH)), K, normalized=False, distortion=[0.1, 0, 0, 0, 0])
+    result = place_target([(80, 60)], np.ones((HEIGHT, WIDTH)), K, normalized=False, distortion=[0.0] * 5)
+    assert result.reasons == (None,)  # zero distortion needs no OpenCV
+
+
+def test_invalid_inputs_raise_one_clear_error():
+    depth, point = np.ones((HEIGHT, WIDTH)), [(80, 60)]
+    cases = [
+        (dict(depth=np.ones((HEIGHT, WIDTH, 3))), "single-channel"),
+        (dict(image_size=(WIDTH, WIDTH)), r"depth map is 160x120 but the image is 160x160"),
+        (dict(depth=np.zeros((HEIGHT, WIDTH))), "no valid reading"),
+        (dict(depth=np.full((HEIGHT, WIDTH), np.nan)), "no valid reading"),
+        (dict(intrinsics=np.array([[0.0, 0, 80], [0, 150, 60], [0, 0, 1]])), "fx must be a positive.*singular"),
+        (dict(intrinsics=[150.0, 150.0]), "3x3 matrix"),
+        (dict(points=[(-5, 60), (80, 500)]), r"no point is usable.*outside image"),
+        (dict(points=[]), "no points"),
+        (dict(kind="shelf"), "kind must be"),
+        (dict(depth_scale=-1.0), "depth_scale"),
+        (dict(camera_to_base=np.eye(3)), "4x4"),
+        (dict(camera_to_base=np.diag([1.0, 1.0, -1.0, 1.0])), "rotation"),
+        (dict(distortion=[0.1, 0.2]), "4, 5, 8, 12 or 14"),
+        (dict(points=[{"x": 0.5}], normalized=None), "point record 0 has no 'x' and 'y'"),
+    ]
+    for overrides, message in cases:
+        arguments = dict(points=point, depth=depth, intrinsics=K, normalized=False) | overrides
+        with pytest.raises(ValueError, match=message):
+            place_target(**arguments)
+
+
+def test_degenerate_planes_are_reported():
+    line = np.zeros((HEIGHT, WIDTH))
+    line[:, 80] = 1.0  # valid depth on one image column only: collinear samples
+    with pytest.raises(ValueError, match="degenerate support plane: .*collinear"):
+        place_target([(80, 60)], line, K, normalized=False)
+    speck = np.zeros((HEIGHT, WIDTH))
+    speck[0:3, 0:3] = 1.0  # far from the point: nothing to fit around it
+    with pytest.raises(ValueError, match="degenerate support plane: only 0 valid depth pixels"):
+        place_target([(80, 60)], speck, K, normalized=False)
+    # An object answer needs no plane: it is reported as missing instead.
+    result = place_target([(81, 60)], line, K, normalized=False, kind="object")
+    assert result.plane is None and result.approach_camera is None
+    assert result.reasons == ("zero depth: filled with the median depth of 5 valid pixels within 2 depth pixels",)
+
+
+def test_a_ray_parallel_to_the_plane_is_dropped():
+    v = np.arange(HEIGHT, dtype=float)[:, None].repeat(WIDTH, axis=1)
+    floor = np.where(v > 70, 0.8 * FOCAL / (v - K[1, 2]).clip(1e-9), 0.0)  # floor 0.8 m below a level camera
+    result = place_target([(80, 80), (80, 59.5)], floor, K, normalized=False)
+    assert result.reasons[1] == "its ray does not meet the plane in front of the camera: dropped"
+    assert result.used.tolist() == [True, False] and np.isnan(result.points_camera[1]).all()

@@ -427,9 +427,9 @@ def place_target(
     >>> v = np.arange(480, dtype=float)[:, None].repeat(640, axis=1)
     >>> depth = np.where(v > 240, 0.8 * 600 / (v - 239.5).clip(1e-9), 0.0)  # a floor 0.8 m below the camera
     >>> depth[300:310, 300:340] = 0  # a hole under the point
-    >>> result = place_target([(320, 305)], depth, (600, 600, 319.5, 239.5), normalized=False)
+    >>> result = place_target([(319.5, 305)], depth, (600, 600, 319.5, 239.5), normalized=False)
     >>> result.target_camera.round(3).tolist(), result.reasons
-    ([0.001, 0.8, 7.328], ('zero depth: moved onto the plane along its ray',))
+    ([0.0, 0.8, 7.328], ('zero depth: moved onto the plane along its ray',))
 
     ```
     """
