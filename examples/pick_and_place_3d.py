@@ -1,79 +1,113 @@
-"""From a RoboPoint answer to 3D pick-and-place targets, the way a robot stack uses RoboPoint.
+"""From an image, a depth image and the camera intrinsics to a 3D place target: pipeline -> place_target.
 
-RoboPoint answers in normalized image coordinates. A robot turns them into camera-frame points with the depth
-image and the camera intrinsics, then picks a robust target (here: the median of the valid points) and moves
-it to the robot base frame with the camera extrinsics.
+The pipeline points at free space ("the empty space on the near part of the table"), and
+`robopoint_hf.inference.placement.place_target` lifts the points onto the table plane fitted to the depth around them:
+points whose depth is missing or belongs to something else (the wall, a box) are moved onto the plane along
+their rays, and the target is the centroid of the points that agree with the plane, with the plane normal as the
+approach axis. The script draws the plane's inlier pixels, the points and the target over the image.
 
-Runs offline in about a second: the "answer" is a string like the model returns, and the depth image is a
-synthetic 640x480 scene (a table 0.8 m below a camera pitched 30 degrees down, with a 6 cm box on it), stored as a
-16-bit PNG in millimetres like a RealSense depth frame.
+Runs offline with the shipped tiny model and, when no --depth is given, a SYNTHETIC depth image: a table plane
+0.6 m below a camera pitched down 35 degrees with a wall behind it where the example image shows one, rendered at
+twice the image's resolution (depth aligned to colour at another resolution) in millimetres, with a few holes.
+The synthetic geometry only roughly matches the picture; pass a real registered depth for real numbers.
 
-    python examples/pick_and_place_3d.py
+    python examples/pick_and_place_3d.py --out place.png
+    python examples/pick_and_place_3d.py --image rgb.png --depth depth.png --depth-scale 0.001 \\
+        --intrinsics 615.0 615.0 320.0 240.0 --instruction "Point to the free space left of the mug."
 """
 
 from __future__ import annotations
 
-import io
+import argparse
+import math
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
+from transformers import pipeline
 
-from robopoint_hf.inference.deproject import deproject
-from robopoint_hf.model.points import parse_points
+from robopoint_hf.checkpoints import DEFAULT_MODEL_DIR
+from robopoint_hf.inference.placement import place_target
+from robopoint_hf.inference.visualize import draw_points
+from robopoint_hf.model.image_processing_robopoint import load_image
+from robopoint_hf.model.pipeline_robopoint import register_pipeline
 
-WIDTH, HEIGHT = 640, 480
-FX = FY = 600.0
-CX, CY = 319.5, 239.5
-# Camera 0.8 m above the table, looking down-forward; base frame: x forward, y left, z up.
-CAMERA_TO_BASE = np.array(
-    [
-        [0.0, -0.5, 0.866, 0.10],
-        [-1.0, 0.0, 0.0, 0.00],
-        [0.0, -0.866, -0.5, 0.80],
-        [0.0, 0.0, 0.0, 1.0],
-    ]
-)
+DEFAULT_IMAGE = DEFAULT_MODEL_DIR / "example_2_free_space_surface.jpg"
+DEFAULT_INSTRUCTION = "Point to the empty space on the near part of the table."
 
 
-def synthetic_depth_png() -> bytes:
-    """A tilted table plane with a box on it, rendered by ray casting, encoded as a 16-bit millimetre PNG."""
-    v, u = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float64)
-    rays = np.stack([(u - CX) / FX, (v - CY) / FY, np.ones_like(u)], axis=-1)  # z-component 1: z-depth rays
-    rotation, origin = CAMERA_TO_BASE[:3, :3], CAMERA_TO_BASE[:3, 3]
-    directions = rays @ rotation.T  # in the base frame
-    with np.errstate(divide="ignore"):
-        z_table = -origin[2] / directions[..., 2]  # intersection with the table plane z = 0
-        z_box_top = (0.06 - origin[2]) / directions[..., 2]  # box top face at 6 cm
-    top = origin + directions * z_box_top[..., None]
-    on_box = (np.abs(top[..., 0] - 1.2) < 0.05) & (np.abs(top[..., 1] - 0.1) < 0.05) & (z_box_top > 0)
-    depth = np.where(on_box, z_box_top, z_table)
-    depth = np.where(np.isfinite(depth) & (depth > 0) & (depth < 3.0), depth, 0.0)  # 0 = no reading (3 m range)
-    millimetres = np.round(depth * 1000).astype(np.uint16)
-    buffer = io.BytesIO()
-    Image.fromarray(millimetres).save(buffer, format="PNG")
-    return buffer.getvalue()
+def synthetic_depth(width: int, height: int, fx: float, wall_row: float) -> np.ndarray:
+    """Millimetre z-depth of a table 0.6 m below a camera pitched 35 degrees down, a wall where ``wall_row`` is."""
+    pitch, camera_height = math.radians(35.0), 0.6
+    v, u = np.mgrid[0:height, 0:width].astype(np.float64)
+    cx, cy = (width - 1) / 2, (height - 1) / 2
+    rays = np.stack([(u - cx) / fx, (v - cy) / fx, np.ones_like(u)], axis=-1)
+    # World: x forward, y left, z up; camera columns: right, down, forward.
+    forward = np.array([math.cos(pitch), 0.0, -math.sin(pitch)])
+    down = np.array([-math.sin(pitch), 0.0, -math.cos(pitch)])
+    directions = rays @ np.stack([[0.0, -1.0, 0.0], down, forward], axis=1).T
+    table = camera_height / -directions[..., 2].clip(max=-1e-9)
+    edge_ray = np.array([0.0, (wall_row - cy) / fx, 1.0]) @ np.stack([[0.0, -1.0, 0.0], down, forward], axis=1).T
+    wall_x = edge_ray[0] * camera_height / -edge_ray[2]  # the table's back edge shows at wall_row
+    wall = wall_x / directions[..., 0].clip(min=1e-9)
+    depth = np.where(table < wall, table, wall)
+    rng = np.random.default_rng(0)
+    depth = depth + rng.normal(0.0, 0.002, depth.shape)
+    for cu, cv in rng.uniform([0, 0], [width, height], (6, 2)):  # holes: no reading
+        depth[(u - cu) ** 2 + (v - cv) ** 2 < (0.03 * width) ** 2] = 0.0
+    return np.round(depth * 1000).astype(np.uint16)
 
 
 def main() -> None:
-    depth_image = Image.open(io.BytesIO(synthetic_depth_png()))
-    # What RoboPoint might answer to "Point to the box." and "Find free space to the right of the box."
-    pick_answer = "[(0.428, 0.585), (0.441, 0.592), (0.416, 0.578), (0.432, 0.571)]"
-    # The last place point is on the far end of the table, beyond the sensor's range: reported and left out.
-    place_answer = "[(0.603, 0.631), (0.625, 0.640), (0.640, 0.618), (0.500, 0.020)]"
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="RoboPoint model folder or Hub id (default: the tiny model)")
+    parser.add_argument("--image", default=str(DEFAULT_IMAGE), help="colour image")
+    parser.add_argument("--depth", help="depth image registered to the colour image (default: synthetic)")
+    parser.add_argument("--depth-scale", type=float, default=0.001, help="depth unit in metres (default: mm)")
+    parser.add_argument("--intrinsics", type=float, nargs=4, metavar=("FX", "FY", "CX", "CY"), help="colour K")
+    parser.add_argument("--instruction", default=DEFAULT_INSTRUCTION)
+    parser.add_argument("--kind", choices=("free_space", "object"), default="free_space")
+    parser.add_argument("--out", default="place_target.png", help="annotated image (default: place_target.png)")
+    args = parser.parse_args()
 
-    intrinsics = np.array([[FX, 0, CX], [0, FY, CY], [0, 0, 1]])
-    for name, answer in (("pick", pick_answer), ("place", place_answer)):
-        points = parse_points(answer).points
-        result = deproject(points, depth_image, intrinsics, depth_scale=0.001, image_size=(WIDTH, HEIGHT))
-        for point, xyz, reason in zip(points, result.xyz, result.reasons, strict=True):
-            status = "ok" if reason is None else f"skipped ({reason})"
-            print(f"{name}: ({point.x:.3f}, {point.y:.3f}) -> camera {np.round(xyz, 3)} {status}")
-        if not result.valid.any():
-            print(f"{name}: no valid depth under any point; ask again or move the camera")
-            continue
-        target_camera = np.median(result.xyz[result.valid], axis=0)
-        target_base = CAMERA_TO_BASE @ np.append(target_camera, 1.0)
-        print(f"{name} target: camera {np.round(target_camera, 3)} m -> base {np.round(target_base[:3], 3)} m\n")
+    image = load_image(args.image)
+    width, height = image.size
+    intrinsics = args.intrinsics or (1.2 * width, 1.2 * width, (width - 1) / 2, (height - 1) / 2)
+    if args.depth:
+        depth = Image.open(args.depth)
+    else:  # synthetic depth at twice the colour resolution (same field of view)
+        depth = synthetic_depth(2 * width, 2 * height, 2 * intrinsics[0], wall_row=2 * 0.27 * height)
+
+    register_pipeline()
+    pipe = pipeline("robopoint", model=args.model or str(DEFAULT_MODEL_DIR), device="cpu")
+    answer = pipe(image, args.instruction)
+    print(f"{args.instruction}\n  answer: {answer['text']}")
+    result = place_target(
+        answer["points"], depth, intrinsics, depth_scale=args.depth_scale, kind=args.kind, image_size=(width, height)
+    )
+    for record, xyz, reason in zip(answer["points"], result.points_camera, result.reasons, strict=True):
+        print(f"  ({record['x']:.3f}, {record['y']:.3f}) -> {np.round(xyz, 3)} m  {reason or 'own depth'}")
+    print(f"target (camera frame): {np.round(result.target_camera, 3)} m, spread {result.spread:.3f} m")
+    if result.approach_camera is not None:
+        print(f"approach axis: {np.round(result.approach_camera, 3)}")
+
+    canvas = image.convert("RGB")
+    if result.plane is not None:  # plane inliers, tinted green
+        mask = Image.fromarray(result.plane.inlier_mask.astype(np.uint8) * 110).resize(canvas.size, Image.NEAREST)
+        canvas = Image.composite(Image.new("RGB", canvas.size, (40, 220, 90)), canvas, mask)
+    canvas = draw_points(canvas, result.pixels + 0.5, normalized=False, numbered=True)
+    fx, fy, cx, cy = intrinsics
+    x, y, z = result.target_camera
+    target = (fx * x / z + cx + 0.5, fy * y / z + cy + 0.5)
+    draw = ImageDraw.Draw(canvas)
+    arm = max(4, width // 25)
+    for offset in ((arm, 0), (0, arm)):
+        draw.line(
+            (target[0] - offset[0], target[1] - offset[1], target[0] + offset[0], target[1] + offset[1]),
+            fill=(255, 215, 0),
+            width=max(1, width // 100),
+        )
+    canvas.save(args.out)
+    print(f"saved {args.out}")
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ def test_bad_inputs_raise_clear_errors():
         deproject([(1, 1)], np.ones((240, 320)), K, normalized=False, image_size=(640, 480))
     with pytest.raises(ValueError, match="normalized=True"):
         deproject([(0.5, 0.5)], _depth(), K)
-    with pytest.raises(ValueError, match="3x3 matrix or"):
+    with pytest.raises(ValueError, match="3x3 matrix, its 9 numbers or"):
         deproject([(1, 1)], _depth(), (FX, FY, CX), normalized=False)
     with pytest.raises(ValueError, match="fy must be a positive"):
         deproject([(1, 1)], _depth(), (FX, 0.0, CX, CY), normalized=False)
