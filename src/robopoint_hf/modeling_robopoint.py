@@ -421,6 +421,14 @@ def to_llava_hf_key(name: str) -> str:
     raise ValueError(f"Parameter {name!r} has no llava-hf checkpoint name.")
 
 
+def from_llava_hf_key(key: str) -> str:
+    """Maps a canonical llava-hf checkpoint name back to the in-memory parameter name."""
+    for prefix, canonical in LLAVA_HF_PREFIXES:
+        if key.startswith(canonical):
+            return prefix + key[len(canonical) :]
+    raise ValueError(f"Checkpoint tensor {key!r} is not in the llava-hf layout.")
+
+
 def _register_checkpoint_layout() -> None:
     """Lets ``from_pretrained`` read llava-hf layouts into our custom classes (idempotent).
 
@@ -440,6 +448,7 @@ __all__ = [
     "RoboPointModel",
     "RoboPointPreTrainedModel",
     "RoboPointProjector",
+    "from_llava_hf_key",
     "quantization_config",
     "to_llava_hf_key",
 ]

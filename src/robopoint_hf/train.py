@@ -269,18 +269,13 @@ def load_saved_weights(model: torch.nn.Module, folder: str | os.PathLike) -> boo
 
     Returns ``False`` when the folder holds no safetensors weights.
     """
-    from .modeling_robopoint import LLAVA_HF_PREFIXES
+    from .modeling_robopoint import LLAVA_HF_PREFIXES, from_llava_hf_key
 
     state = _checkpoint_state_dict(folder)
     if state is None:
         return False
-    renamed = {}
-    for key, tensor in state.items():
-        for in_memory, canonical in LLAVA_HF_PREFIXES:
-            if key.startswith(canonical):
-                key = in_memory + key[len(canonical) :]
-                break
-        renamed[key] = tensor
+    canonical = tuple(prefix for _, prefix in LLAVA_HF_PREFIXES)
+    renamed = {from_llava_hf_key(key) if key.startswith(canonical) else key: tensor for key, tensor in state.items()}
     model.load_state_dict(renamed, strict=True)
     return True
 
