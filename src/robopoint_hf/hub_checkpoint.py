@@ -278,6 +278,34 @@ def staged_folder(out: str | os.PathLike, *, overwrite: bool = False, processor:
         raise
 
 
+@contextmanager
+def staged_files(out: str | os.PathLike, *, processor: bool = True, main_process: bool = True) -> Iterator[Path]:
+    """Like :func:`staged_folder`, for a checkpoint that shares its folder with other files (a training
+    ``output_dir`` keeps its ``checkpoint-*`` folders): the files are built in ``out/.checkpoint.partial`` (the same
+    path on every process of a distributed run), then moved into ``out`` with ``config.json`` LAST, after the old
+    ``config.json`` is removed. Killed at any moment, ``out`` has no ``config.json`` (no checkpoint) or a complete one.
+    Processes other than the main one (``main_process=False``) get the path only: they take part in saving (a
+    sharded model is gathered collectively) but write, check and move nothing.
+    """
+    out = Path(out)
+    staged = out / ".checkpoint.partial"
+    if not main_process:
+        yield staged
+        return
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.mkdir(parents=True)
+    try:
+        yield staged
+        check_complete(staged, processor=processor)
+        (out / CONFIG_FILE).unlink(missing_ok=True)
+        for path in sorted(staged.iterdir(), key=lambda path: path.name == CONFIG_FILE):
+            os.replace(path, out / path.name)
+        staged.rmdir()
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+
+
 def _rename_into_place(staged: Path, out: Path) -> None:
     if out.is_dir() and not any(out.iterdir()):
         out.rmdir()
@@ -376,6 +404,7 @@ __all__ = [
     "resolve_pretrained",
     "save_checkpoint",
     "stale_remote_code",
+    "staged_files",
     "staged_folder",
     "write_remote_code",
 ]
