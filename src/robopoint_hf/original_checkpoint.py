@@ -39,6 +39,8 @@ from typing import Literal
 
 import torch
 
+from .hub_checkpoint import HubModelUnavailableError, looks_like_hub_id, resolve_pretrained
+
 logger = logging.getLogger(__name__)
 
 TargetFormat = Literal["robopoint", "llava"]
@@ -86,10 +88,6 @@ class OriginalCheckpointError(ValueError):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _looks_like_repo_id(spec: str) -> bool:
-    return spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not os.path.isabs(spec)
-
-
 def resolve_folder(
     spec: str | os.PathLike, *, search_dirs: tuple[Path, ...] = (), local_files_only: bool = False, what: str
 ) -> Path:
@@ -102,11 +100,9 @@ def resolve_folder(
         if candidate.is_dir():
             return candidate.resolve()
     tried = ", ".join(str(candidate) for candidate in candidates)
-    if not _looks_like_repo_id(spec):
+    if not looks_like_hub_id(spec) or "/" not in spec:
         raise OriginalCheckpointError(f"{what} {spec!r} not found (tried {tried}).")
     from huggingface_hub import snapshot_download
-
-    from .hub_checkpoint import HubModelUnavailableError, resolve_pretrained
 
     try:
         if not local_files_only:
@@ -145,7 +141,7 @@ def is_original_checkpoint(path_or_id: str | os.PathLike) -> bool:
             config_file = folder / "config.json"
             if not config_file.is_file():
                 return False
-        elif _looks_like_repo_id(str(path_or_id)):
+        elif looks_like_hub_id(str(path_or_id)) and "/" in str(path_or_id):
             from huggingface_hub import hf_hub_download
 
             config_file = Path(hf_hub_download(str(path_or_id), "config.json"))
