@@ -326,19 +326,15 @@ def _export_robopoint_folder(
     folder: Path, out: Path, dtype: torch.dtype | None, max_shard_size: int | str, verify: bool
 ) -> None:
     """Writes the plain-LLaVA export of a RoboPoint folder into `out` (an empty staged folder)."""
-    from .configuration_robopoint import RoboPointConfig, projector_depth
+    from .configuration_robopoint import RoboPointConfig
     from .original_checkpoint import llava_config
     from .processing_robopoint import RoboPointProcessor
 
     source = RoboPointConfig.from_pretrained(folder)
-    if projector_depth(source.projector_type) > 2:
-        raise OriginalCheckpointError(
-            f"{folder}: projector {source.projector_type!r} has no plain-LLaVA equivalent (LLaVA has two layers)."
-        )
     config = llava_config(
         source.vision_config,
         source.text_config,
-        "linear" if projector_depth(source.projector_type) == 1 else "mlp2x_gelu",
+        source.projector_type,
         vision_feature_layer=source.vision_feature_layer,
         vision_feature_select_strategy=source.vision_feature_select_strategy,
         image_seq_length=source.image_seq_length,
