@@ -387,8 +387,10 @@ def build(
     config_overrides: dict[str, Any] | None = None,
     image_token_rms: float | None = 1.0,
     sincos_positions: bool = True,
+    overwrite: bool = False,
 ):
-    """Trains the tokenizer on ``data_dir/train.json`` and saves a randomly initialised model + processor.
+    """Trains the tokenizer on ``data_dir/train.json`` and saves a randomly initialised model + processor
+    (atomically, through the package's one save path).
 
     Args:
         data_dir (`str`): output folder of ``robopoint synth``.
@@ -401,14 +403,17 @@ def build(
             default initialisation.
         sincos_positions (`bool`, *optional*, defaults to `True`): start the vision tower's position table as a
             2-D sin-cos code (see :func:`sincos_position_table`) instead of small random vectors.
+        overwrite (`bool`, *optional*, defaults to `False`): replace a non-empty ``out_dir``.
 
     Returns:
         `tuple`: the model and the processor (also saved in ``out_dir``).
     """
     import torch
 
+    from robopoint_hf.hub_checkpoint import refuse_existing, save_checkpoint
     from robopoint_hf.model.modeling_robopoint import RoboPointForConditionalGeneration
 
+    refuse_existing(out_dir, overwrite)
     tokenizer = train_tokenizer(training_texts(Path(data_dir) / "train.json"), vocab_size=vocab_size)
     config = tiny_config(len(tokenizer), **(config_overrides or {}))
     processor = tiny_processor(tokenizer, config)
@@ -423,8 +428,7 @@ def build(
             )
     if image_token_rms is not None:
         scale_projector_output(model, processor, data_dir, image_token_rms)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
+    save_checkpoint(out_dir, model, processor, overwrite=overwrite)
     logger.info("Saved an untrained tiny model (%s parameters) to %s.", f"{model.num_parameters():,}", out_dir)
     return model, processor
 
@@ -581,6 +585,7 @@ def train(
         ScriptArguments,
         build_trainer,
         leave_process_group,
+        save_final_model,
     )
 
     if num_threads:
@@ -618,12 +623,10 @@ def train(
     minutes = (time.monotonic() - start) / 60
     model.config.use_cache = True
     output_dir = Path(output_dir)
-    trainer.save_model(str(output_dir))  # writes on the main process only
+    save_final_model(trainer, output_dir, generation_config(processor.tokenizer))
     if not trainer.is_world_process_zero():
         leave_process_group()  # waits for rank 0's writes below
         return output_dir
-    processor.save_pretrained(output_dir)
-    generation_config(processor.tokenizer).save_pretrained(output_dir)
     history = [entry for entry in trainer.state.log_history if "loss" in entry]
     parts = ("vision_tower", "multi_modal_projector", "language_model")
     counts = {part: sum(p.numel() for p in getattr(model.model, part).parameters()) for part in parts}
@@ -801,53 +804,42 @@ def ship(
     *,
     real_results_file: str | os.PathLike | None = None,
 ) -> Path:
-    """Writes the shipped folder: weights, processor, generation config, example scenes and the model card."""
+    """Writes the shipped folder: weights, processor, generation config, example scenes and the model card, through
+    the package's one save path (atomic; code files, ``auto_map`` and ``custom_pipelines`` regenerated)."""
     from PIL import Image
 
+    from robopoint_hf.hub_checkpoint import staged_folder, write_remote_code
+
     out = Path(out_dir)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    for name in sorted(os.listdir(model_dir)):
-        source = Path(model_dir) / name
-        # Not the remote-code copies (*.py): inside the package the registered classes load the folder, and
-        # setuptools would not install them as package data anyway.
-        if source.is_file() and name != "training_args.bin" and not name.endswith(".py"):
-            shutil.copy2(source, out / name)
-    _drop_remote_code_entries(out)
-    examples = []
-    for index, item in enumerate(pick_examples(eval_dir, answers_file)):
-        question = item["question"]
-        stem = f"example_{index}_{question.category}"
-        shutil.copy2(question.image, out / f"{stem}.jpg")
-        mask = Image.open(question.mask).convert("L").point(lambda value: 255 if value >= 128 else 0)
-        mask.save(out / f"{stem}_mask.png", optimize=True)
-        examples.append(
-            {
-                "image": f"{stem}.jpg",
-                "mask": f"{stem}_mask.png",
-                "category": question.category,
-                "question": question.text,
-                "answer": item["answer"],
-            }
-        )
-    (out / EXAMPLES_FILE).write_text(json.dumps(examples, indent=1) + "\n")
-    results = json.loads(Path(results_file).read_text())
-    real = json.loads(Path(real_results_file).read_text()) if real_results_file else None
-    summary = json.loads((Path(model_dir) / "train_summary.json").read_text())
-    (out / "README.md").write_text(model_card(results, summary, real, examples))
+    with staged_folder(out, overwrite=True) as staged:
+        for name in sorted(os.listdir(model_dir)):
+            source = Path(model_dir) / name
+            # Code files are written from the package below, never copied from a training folder.
+            if source.is_file() and name != "training_args.bin" and not name.endswith(".py"):
+                shutil.copy2(source, staged / name)
+        examples = []
+        for index, item in enumerate(pick_examples(eval_dir, answers_file)):
+            question = item["question"]
+            stem = f"example_{index}_{question.category}"
+            shutil.copy2(question.image, staged / f"{stem}.jpg")
+            mask = Image.open(question.mask).convert("L").point(lambda value: 255 if value >= 128 else 0)
+            mask.save(staged / f"{stem}_mask.png", optimize=True)
+            examples.append(
+                {
+                    "image": f"{stem}.jpg",
+                    "mask": f"{stem}_mask.png",
+                    "category": question.category,
+                    "question": question.text,
+                    "answer": item["answer"],
+                }
+            )
+        (staged / EXAMPLES_FILE).write_text(json.dumps(examples, indent=1) + "\n")
+        results = json.loads(Path(results_file).read_text())
+        real = json.loads(Path(real_results_file).read_text()) if real_results_file else None
+        summary = json.loads((Path(model_dir) / "train_summary.json").read_text())
+        (staged / "README.md").write_text(model_card(results, summary, real, examples))
+        write_remote_code(staged)
     return out
-
-
-def _drop_remote_code_entries(folder: Path) -> None:
-    """The shipped folder carries no model code (the installed package registers the classes), so its configs must
-    not point at code files: an ``auto_map`` there would make ``trust_remote_code=True`` look for missing files."""
-    for name in ("config.json", "processor_config.json", "tokenizer_config.json"):
-        path = folder / name
-        if path.is_file():
-            data = json.loads(path.read_text())
-            if data.pop("auto_map", None) is not None:
-                path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _data_text(data_dir: Path) -> str:
@@ -1065,6 +1057,7 @@ def make_parser() -> argparse.ArgumentParser:
     build_parser.add_argument("--out", required=True)
     build_parser.add_argument("--seed", type=int, default=0)
     build_parser.add_argument("--vocab-size", type=int, default=VOCAB_SIZE)
+    build_parser.add_argument("--overwrite", action="store_true", help="replace --out if it is not empty")
 
     mix_parser = commands.add_parser("mix", help="Write one training list from several synth folders (a mixture).")
     mix_parser.add_argument("--data", required=True, nargs="+", help="robopoint synth output folders")
@@ -1107,7 +1100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = make_parser().parse_args(argv)
     if args.command == "build":
-        build(args.data, args.out, seed=args.seed, vocab_size=args.vocab_size)
+        build(args.data, args.out, seed=args.seed, vocab_size=args.vocab_size, overwrite=args.overwrite)
     elif args.command == "mix":
         counts = mix_robopoint_data(
             [(Path(folder) / "train.json", folder) for folder in args.data], Path(args.out) / "train.json"

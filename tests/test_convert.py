@@ -161,6 +161,19 @@ def test_llava_export_matches_original(checkpoint, model_base, mode, converted):
     _check_batch(model, processor, checkpoint, mode)
 
 
+@pytest.mark.parametrize("checkpoint", ["vicuna-mlp2x-full", "llama2-linear-full"])
+def test_default_dtypes_match_the_float32_references(checkpoint, tmp_path):
+    """The default conversion stores the fp16 language model as it is and CLIP + projector in float32 (the original's
+    default inference): loaded in float32 it matches the references within `ATOL` (rounding CLIP to fp16 does not)."""
+    from robopoint_hf import RoboPointForConditionalGeneration, RoboPointProcessor
+    from robopoint_hf.original.convert import convert_checkpoint
+
+    folder = convert_checkpoint(ORIGINAL / checkpoint, tmp_path / "out")
+    assert json.loads((folder / "config.json").read_text())["vision_dtype"] == "float32"
+    model = RoboPointForConditionalGeneration.from_pretrained(folder, dtype=torch.float32)
+    _check_against_refs(model, RoboPointProcessor.from_pretrained(folder), checkpoint, "llava_v1")
+
+
 def test_llava_export_in_pipeline(converted):
     from transformers import pipeline
 
@@ -292,7 +305,7 @@ def test_output_folder_must_be_empty(tmp_path):
 
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "stale.safetensors").write_bytes(b"")
-    with pytest.raises(FileExistsError, match="not empty"):
+    with pytest.raises(FileExistsError, match="not empty.*--overwrite"):
         convert_checkpoint(ORIGINAL / "llama2-linear-full", tmp_path / "out")
 
 

@@ -287,10 +287,12 @@ def test_saved_folder_loads_by_task_and_with_remote_code_only(tmp_path):
     folder = tmp_path / "pipeline"
     make_pipe(model, processor).save_pretrained(folder)
     config = json.loads((folder / "config.json").read_text())
+    # Its own task name: "robopoint" stays the package's task (see robopoint_hf.hub_checkpoint).
     assert config["custom_pipelines"] == {
-        "robopoint": {
+        "robopoint-points": {
             "impl": "pipeline_robopoint.RoboPointPipeline",
             "pt": ["AutoModelForImageTextToText"],
+            "tf": [],
             "type": "multimodal",
         }
     }

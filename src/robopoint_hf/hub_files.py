@@ -1,4 +1,5 @@
-"""Generate the files that must exist twice: the Where2Place metric Space's copies of the scoring code.
+"""Generate the files that must exist twice: the Where2Place metric Space's copies of the scoring code, and the
+shipped default model's copies of the model code.
 
 Why copies: the Space (``metrics/where2place/``) must load with ``evaluate.load`` having only evaluate, numpy and
 pillow installed -- no ``robopoint_hf``. ``evaluate`` 0.4.6 copies the files a metric script imports RELATIVELY
@@ -9,7 +10,13 @@ the script itself (``where2place``). So the folder holds copies of the canonical
 becomes the sibling import ``from .points import``; the metric script imports both. Symlinks were rejected
 (lost on Windows checkouts and in some Hub uploads). ``tests/test_where2place_metric.py`` fails when a copy is stale.
 
-Regenerate after editing `robopoint_hf.model.points` or `robopoint_hf.evaluation.where2place`::
+The shipped default model (``default_model/``) is a Hub-native checkpoint like every folder the package writes: its
+code files, ``auto_map`` and ``custom_pipelines`` come from `robopoint_hf.hub_checkpoint.write_remote_code`, so a
+copy of the folder loads with ``trust_remote_code=True`` where the package is not installed.
+``tests/test_hub_contract.py`` fails when they are stale.
+
+Regenerate after editing `robopoint_hf.model.points`, `robopoint_hf.evaluation.where2place` or a module of the
+model code::
 
     python -m robopoint_hf.hub_files          # write the copies
     python -m robopoint_hf.hub_files --check  # exit 1 if a copy is stale
@@ -53,16 +60,36 @@ def sync_metric_folder() -> list[Path]:
     return changed
 
 
+def stale_default_model_files() -> list[Path]:
+    """Code files and configs of the shipped default model that `write_remote_code` would change."""
+    from .checkpoints import DEFAULT_MODEL_DIR
+    from .hub_checkpoint import stale_remote_code
+
+    if not (DEFAULT_MODEL_DIR / "config.json").is_file():
+        return []
+    return [DEFAULT_MODEL_DIR / name for name in stale_remote_code(DEFAULT_MODEL_DIR)]
+
+
+def sync_default_model() -> list[Path]:
+    """Rewrites the shipped default model's code files and configs (never its weights)."""
+    from .checkpoints import DEFAULT_MODEL_DIR
+    from .hub_checkpoint import write_remote_code
+
+    if not (DEFAULT_MODEL_DIR / "config.json").is_file():
+        return []
+    return write_remote_code(DEFAULT_MODEL_DIR)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only report stale copies (exit 1 if any)")
     args = parser.parse_args(argv)
     if args.check:
-        stale = stale_metric_files()
+        stale = stale_metric_files() + stale_default_model_files()
         for path in stale:
             print(f"stale: {path}")
         return 1 if stale else 0
-    for path in sync_metric_folder():
+    for path in sync_metric_folder() + sync_default_model():
         print(f"wrote {path}")
     return 0
 

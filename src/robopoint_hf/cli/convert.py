@@ -14,8 +14,12 @@ import argparse
 
 def add_conversion_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by `convert` and `export`."""
-    parser.add_argument("src", help="Original-format checkpoint: local folder or Hub id (full, LoRA or projector).")
-    parser.add_argument("out", help="Output folder (must not exist or be empty).")
+    parser.add_argument(
+        "src",
+        help="Original-format checkpoint: local folder or Hub id (full, LoRA or projector); export also reads any "
+        "RoboPoint folder (converted, merged, trained).",
+    )
+    parser.add_argument("out", help="Output folder (must not exist or be empty, unless --overwrite).")
     parser.add_argument("--model-base", help="Base language model of LoRA / projector-only checkpoints.")
     parser.add_argument(
         "--vision-tower",
@@ -23,7 +27,10 @@ def add_conversion_arguments(parser: argparse.ArgumentParser) -> None:
         "folder relative to the CWD or to SRC's parent.",
     )
     parser.add_argument(
-        "--dtype", choices=("float32", "bfloat16", "float16"), help="Dtype of the saved weights (default: SRC's)."
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        help="One dtype for every saved weight (default: vision tower and projector in float32, the language model "
+        "in SRC's dtype, as the original's default inference).",
     )
     parser.add_argument(
         "--prompt-template",
@@ -32,6 +39,14 @@ def add_conversion_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-shard-size", default="5GB", help="Largest output shard (default: 5GB).")
     parser.add_argument("--verify", action="store_true", help="Reload OUT and compare logits with SRC on a probe.")
+    add_overwrite_argument(parser)
+
+
+def add_overwrite_argument(parser: argparse.ArgumentParser) -> None:
+    """``--overwrite``, shared by every verb that writes a checkpoint folder."""
+    parser.add_argument(
+        "--overwrite", action="store_true", help="Replace OUT if it exists and is not empty (default: refuse)."
+    )
 
 
 def add_parser(subparsers) -> None:
@@ -65,8 +80,9 @@ def run_conversion(args: argparse.Namespace, target: str) -> int:
             prompt_template=args.prompt_template,
             max_shard_size=args.max_shard_size,
             verify=args.verify,
+            overwrite=args.overwrite,
         )
-    except (OriginalCheckpointError, FileExistsError, ValueError) as error:
+    except (OriginalCheckpointError, OSError, ValueError) as error:
         print(f"robopoint {args.command}: error: {error}", file=sys.stderr)
         return 1
     print(out)

@@ -1,13 +1,16 @@
-"""``robopoint export`` -- original RoboPoint/LLaVA checkpoint -> plain transformers LLaVA folder (no remote code).
+"""``robopoint export`` -- any RoboPoint checkpoint -> plain transformers LLaVA folder (no remote code).
 
-The output loads with ``LlavaForConditionalGeneration`` / ``AutoModelForImageTextToText`` and
+SRC is an original RoboPoint/LLaVA checkpoint (folder or Hub id) or any RoboPoint folder: converted, merged
+(``robopoint merge-lora``) or trained (``robopoint train``). The output loads with ``LlavaForConditionalGeneration`` / ``AutoModelForImageTextToText`` and
 ``pipeline("image-text-to-text")`` without ``trust_remote_code``, and serves with vLLM, SGLang or TGI (except the
-``linear``-projector Llama-2 checkpoints on vLLM, which has no "linear" activation).
+``linear``-projector Llama-2 checkpoints on vLLM, which has no "linear" activation). Its tokenizer pads on the
+left, so batched generation with plain transformers gives every row the answer it gets alone.
 
 Examples::
 
     robopoint export wentao-yuan/robopoint-v1-vicuna-v1.5-13b robopoint-13b-llava --format llava --dtype bfloat16
     robopoint export wentao-yuan/robopoint-v1-vicuna-v1.5-7b-lora out --format llava --model-base lmsys/vicuna-7b-v1.5
+    robopoint export runs/merged runs/merged-llava --format llava      # a merge-lora or train output
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from .convert import add_conversion_arguments, run_conversion
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "export",
-        help="Export an original RoboPoint/LLaVA checkpoint as a plain transformers LLaVA folder.",
+        help="Export a RoboPoint checkpoint (original, converted, merged, trained) as a plain LLaVA folder.",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

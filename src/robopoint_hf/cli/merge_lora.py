@@ -19,11 +19,18 @@ import json
 import os
 from pathlib import Path
 
+from .convert import add_overwrite_argument
+
 
 def merge_lora(
-    adapter: str | os.PathLike, out: str | os.PathLike, model_base: str | None = None, dtype: str = "auto"
+    adapter: str | os.PathLike,
+    out: str | os.PathLike,
+    model_base: str | None = None,
+    dtype: str = "auto",
+    overwrite: bool = False,
 ) -> Path:
-    """Loads the base model, applies the adapter, merges it and saves model + processor to ``out``.
+    """Loads the base model, applies the adapter, merges it and saves model + processor to ``out`` (atomically,
+    through the package's one save path: a Hub-native folder that ``robopoint export`` reads).
 
     Args:
         adapter (`str` or `os.PathLike`): PEFT adapter folder written by ``robopoint train --lora``.
@@ -31,6 +38,7 @@ def merge_lora(
         model_base (`str`, *optional*): RoboPoint checkpoint the adapter was trained on; defaults to the adapter's
             ``base_model_name_or_path``, or to the parts recorded in ``robopoint_components.json``.
         dtype (`str`, *optional*, defaults to `"auto"`): dtype of the saved weights (``auto`` = the base's).
+        overwrite (`bool`, *optional*, defaults to `False`): replace a non-empty ``out``.
 
     Returns:
         `Path`: the output folder.
@@ -38,10 +46,12 @@ def merge_lora(
     import torch
     from peft import PeftModel
 
+    from robopoint_hf.hub_checkpoint import refuse_existing, save_checkpoint
     from robopoint_hf.model.modeling_robopoint import RoboPointForConditionalGeneration
     from robopoint_hf.model.processing_robopoint import RoboPointProcessor
     from robopoint_hf.training.trainer import COMPONENTS_FILE
 
+    refuse_existing(out, overwrite)  # before the (long) merge
     adapter = Path(adapter)
     if not (adapter / "adapter_config.json").is_file():
         raise FileNotFoundError(f"{adapter} holds no adapter_config.json; pass the output folder of a LoRA run.")
@@ -66,11 +76,9 @@ def merge_lora(
             raise ValueError(f"{adapter}: the adapter does not name its base model; pass --model-base.")
         base = RoboPointForConditionalGeneration.from_pretrained(model_base, dtype=torch_dtype)
     merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
-    out = Path(out)
-    merged.save_pretrained(out)
     processor_source = adapter if (adapter / "processor_config.json").is_file() else model_base
-    RoboPointProcessor.from_pretrained(processor_source).save_pretrained(out)
-    return out
+    processor = RoboPointProcessor.from_pretrained(processor_source)
+    return save_checkpoint(out, merged, processor, overwrite=overwrite)
 
 
 def add_parser(subparsers) -> None:
@@ -86,6 +94,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"), help="Saved dtype."
     )
+    add_overwrite_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -93,8 +102,10 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     try:
-        out = merge_lora(args.adapter, args.out, model_base=args.model_base, dtype=args.dtype)
-    except (FileNotFoundError, ValueError) as error:
+        out = merge_lora(
+            args.adapter, args.out, model_base=args.model_base, dtype=args.dtype, overwrite=args.overwrite
+        )
+    except (OSError, ValueError) as error:
         print(f"robopoint merge-lora: error: {error}", file=sys.stderr)
         return 1
     print(out)

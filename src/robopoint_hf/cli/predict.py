@@ -96,11 +96,13 @@ def load_pipeline(model: str, device: str, dtype: str, bits: int | None = None):
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    from robopoint_hf.hub_checkpoint import resolve_pretrained
     from robopoint_hf.model.modeling_robopoint import RoboPointForConditionalGeneration, quantization_config
     from robopoint_hf.model.pipeline_robopoint import RoboPointPipeline
     from robopoint_hf.model.processing_robopoint import RoboPointProcessor
     from robopoint_hf.original.checkpoint import is_original_checkpoint
 
+    resolve_pretrained(model)  # a Hub id neither cached nor reachable: one line, at once
     torch_dtype = getattr(torch, dtype)
     if is_original_checkpoint(model):  # a published checkpoint in the original LLaVA format: convert in memory
         if bits:
@@ -146,13 +148,16 @@ def save_annotated(image, result: dict, path: str) -> None:
 
 def looks_like_path(model: str) -> bool:
     """A Hub id is ``name`` or ``owner/name``; anything else (absolute, ``./``, ``~``, deeper) is a local folder."""
-    return model.startswith(("/", ".", "~")) or model.count("/") > 1 or "\\" in model
+    from robopoint_hf.hub_checkpoint import looks_like_hub_id
+
+    return not looks_like_hub_id(model)
 
 
 def run(args: argparse.Namespace) -> int:
     """Loads the model, predicts, prints; bad input becomes a one-line error naming it, not a traceback."""
     import torch
 
+    from robopoint_hf.hub_checkpoint import resolve_pretrained
     from robopoint_hf.model.image_processing_robopoint import load_image
 
     def fail(message: str, code: int = 1) -> int:
@@ -171,8 +176,12 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"--device {device} is not available on this machine")
     if args.save and not os.path.isdir(os.path.dirname(os.path.abspath(args.save))):
         return fail(f"cannot write {args.save}: its folder does not exist")
-    if looks_like_path(args.model) and not os.path.isdir(os.path.expanduser(args.model)):
-        return fail(f"model folder not found: {args.model}")
+    try:
+        resolve_pretrained(
+            os.path.expanduser(args.model)
+        )  # a missing folder, or a Hub id neither cached nor reachable
+    except OSError as error:
+        return fail(str(error))
     bits = quantization_bits(args)
     try:
         pipe = load_pipeline(os.path.expanduser(args.model), device, args.dtype or DEFAULT_DTYPES[device], bits)

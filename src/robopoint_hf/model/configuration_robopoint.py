@@ -81,6 +81,11 @@ class RoboPointConfig(LlavaConfig):
         prompt_template (`str`, *optional*, defaults to `"vicuna_v1"`):
             Name of the prompt template the checkpoint was trained with; one of ``vicuna_v1``, ``llava_v1``,
             ``llava_llama_2``.
+        vision_dtype (`str`, *optional*):
+            Dtype of the vision tower and projector when it differs from the language model's (``"float32"`` for a
+            converted checkpoint whose language model is 16-bit: the original's default inference kept CLIP in
+            float32). ``from_pretrained(dtype="auto")`` loads those parts in it; an explicit ``dtype`` loads every
+            part in that dtype. ``None``: one dtype for the whole model.
 
     Example:
 
@@ -101,6 +106,7 @@ class RoboPointConfig(LlavaConfig):
     projector_type: str = "mlp2x_gelu"
     image_aspect_ratio: str = "pad"
     prompt_template: str = "vicuna_v1"
+    vision_dtype: str | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -114,6 +120,8 @@ class RoboPointConfig(LlavaConfig):
             raise ValueError(
                 f"prompt_template must be one of {', '.join(TEMPLATE_NAMES)}, got {self.prompt_template!r}."
             )
+        if self.vision_dtype not in (None, "float32", "float16", "bfloat16"):
+            raise ValueError(f"vision_dtype must be float32, float16, bfloat16 or None, got {self.vision_dtype!r}.")
         self.vision_feature_layer = self._negative_layer_indices(self.vision_feature_layer)
         if self.vision_feature_select_strategy not in ("default", "full"):
             raise ValueError(

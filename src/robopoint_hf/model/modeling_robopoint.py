@@ -26,6 +26,7 @@ checkpoint differ only in config.json. Loading accepts that layout and the in-me
 
 from __future__ import annotations
 
+import contextvars
 import os
 
 import torch
@@ -70,10 +71,26 @@ class RoboPointProjector(nn.Module):
         return hidden_states
 
 
+VISION_MODULES = ("model.vision_tower", "model.multi_modal_projector")
+"""The parts kept in ``config.vision_dtype`` (see :class:`RoboPointConfig`)."""
+
+# True while from_pretrained runs with an explicit dtype: then every part loads in it, vision_dtype is ignored.
+_ONE_DTYPE = contextvars.ContextVar("robopoint_one_dtype", default=False)
+
+
 class RoboPointPreTrainedModel(LlavaPreTrainedModel):
     config: RoboPointConfig
     config_class = RoboPointConfig
     _no_split_modules = ["CLIPEncoderLayer", "LlamaDecoderLayer"]
+
+    def _get_dtype_plan(self, dtype: torch.dtype) -> dict:
+        """transformers' per-module dtype plan (its ``_keep_in_fp32_modules`` mechanism), plus the vision tower and
+        projector in ``config.vision_dtype`` when the checkpoint records one and the caller asked for ``"auto"``."""
+        plan = super()._get_dtype_plan(dtype)
+        vision_dtype = getattr(self.config, "vision_dtype", None)
+        if vision_dtype and not _ONE_DTYPE.get() and getattr(torch, vision_dtype) != dtype:
+            plan.update(dict.fromkeys(VISION_MODULES, getattr(torch, vision_dtype)))
+        return plan
 
 
 class RoboPointModel(RoboPointPreTrainedModel, LlavaModel):
@@ -214,7 +231,12 @@ class RoboPointForConditionalGeneration(RoboPointPreTrainedModel, LlavaForCondit
                     f"{pretrained_model_name_or_path} is not one."
                 )
             _keep_vision_unquantized(kwargs.get("quantization_config"))
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            requested = kwargs.get("dtype", kwargs.get("torch_dtype"))
+            token = _ONE_DTYPE.set(requested is not None and requested != "auto")
+            try:
+                return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            finally:
+                _ONE_DTYPE.reset(token)
         dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None) or torch.float32
         unsupported = sorted(key for key in ("device_map", "quantization_config") if kwargs.get(key) is not None)
         if unsupported or args:
@@ -297,21 +319,42 @@ class RoboPointForConditionalGeneration(RoboPointPreTrainedModel, LlavaForCondit
         return super().generate(*args, **kwargs)
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, state_dict=None, **kwargs):
-        """Saves in the canonical llava-hf key layout (see the module docstring)."""
-        if self._auto_class is not None:
-            # save_pretrained records only one Auto class; users of remote code also call AutoModel.
-            auto_map = dict(getattr(self.config, "auto_map", None) or {})
-            auto_map["AutoModel"] = f"modeling_robopoint.{type(self).__name__}"
-            self.config.auto_map = auto_map
+        """Saves in the canonical llava-hf key layout (see the module docstring), as a Hub-native folder.
+
+        With the package installed the folder gets the package's one save path
+        (:func:`robopoint_hf.hub_checkpoint.write_remote_code`: every code file, the complete ``auto_map``,
+        ``custom_pipelines``); a new folder is built beside ``save_directory`` and renamed into place when complete.
+        An existing folder is written into, as transformers does (a processor is often saved next to the model).
+        """
+        vision = self.model.vision_tower
+        vision_dtype = next(vision.parameters()).dtype if any(True for _ in vision.parameters()) else None
+        self.config.vision_dtype = (
+            str(vision_dtype).removeprefix("torch.")
+            if vision_dtype is not None and vision_dtype != self.model.language_model.dtype
+            else None
+        )
         save_original_format = kwargs.pop("save_original_format", True)
         peft_loaded = getattr(self, "_hf_peft_config_loaded", False)
         if save_original_format and not peft_loaded:
             state_dict = self.state_dict() if state_dict is None else state_dict
             state_dict = {to_llava_hf_key(name): tensor for name, tensor in state_dict.items()}
             save_original_format = False  # the names above are already the on-disk ones
-        return super().save_pretrained(
-            save_directory, *args, state_dict=state_dict, save_original_format=save_original_format, **kwargs
-        )
+
+        def save(folder) -> None:
+            super(RoboPointForConditionalGeneration, self).save_pretrained(
+                folder, *args, state_dict=state_dict, save_original_format=save_original_format, **kwargs
+            )
+            if hub is not None:
+                hub.write_remote_code(folder)
+
+        try:  # package-only: the Hub copy of this file saves as transformers does
+            from robopoint_hf import hub_checkpoint as hub
+        except ImportError:
+            hub = None
+        if hub is None or os.path.isdir(save_directory) or kwargs.get("push_to_hub"):
+            return save(save_directory)
+        with hub.staged_folder(save_directory, processor=False) as staged:
+            save(staged)
 
 
 UNQUANTIZED_MODULES = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
@@ -349,12 +392,16 @@ def _original_checkpoint_module(path):
     """The package's reader of original-format checkpoints when `path` is one, else None.
 
     Hub copies of this file run without the package installed; they then load converted folders only (the import
-    sits in a try block, which transformers' remote-code import check skips).
+    sits in a try block, which transformers' remote-code import check skips). With the package, a Hub id that is
+    neither cached nor reachable fails here at once, in one line (`hub_checkpoint.resolve_pretrained`).
     """
     try:
+        from robopoint_hf import hub_checkpoint
         from robopoint_hf.original import checkpoint as original_checkpoint
     except ImportError:
         return None
+    if path is not None:
+        hub_checkpoint.resolve_pretrained(path)
     return original_checkpoint if original_checkpoint.is_original_checkpoint(path) else None
 
 
@@ -373,6 +420,14 @@ def to_llava_hf_key(name: str) -> str:
         if name.startswith(prefix):
             return canonical + name[len(prefix) :]
     raise ValueError(f"Parameter {name!r} has no llava-hf checkpoint name.")
+
+
+def from_llava_hf_key(key: str) -> str:
+    """Maps a canonical llava-hf checkpoint name back to the in-memory parameter name."""
+    for prefix, canonical in LLAVA_HF_PREFIXES:
+        if key.startswith(canonical):
+            return prefix + key[len(canonical) :]
+    raise ValueError(f"Checkpoint tensor {key!r} is not in the llava-hf layout.")
 
 
 def _register_checkpoint_layout() -> None:
@@ -394,6 +449,7 @@ __all__ = [
     "RoboPointModel",
     "RoboPointPreTrainedModel",
     "RoboPointProjector",
+    "from_llava_hf_key",
     "quantization_config",
     "to_llava_hf_key",
 ]

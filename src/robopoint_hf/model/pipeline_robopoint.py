@@ -191,10 +191,9 @@ class RoboPointPipeline(Pipeline):
     it would be reused.
 
     Load with ``pipeline("robopoint", model=folder)`` once ``robopoint_hf`` is imported, or
-    ``pipeline(model=folder, trust_remote_code=True)`` from a folder written by `save_pretrained` (no package
-    needed). transformers consults a folder's ``custom_pipelines`` before its task registry, so a folder written by
-    `save_pretrained` needs ``trust_remote_code=True`` (or ``pipeline_class=RoboPointPipeline``) even where the
-    package is installed. The model must be a RoboPoint model (``model_type="robopoint"``); plain LLaVA exports work
+    ``pipeline(model=folder, trust_remote_code=True)`` without the package: every folder the package writes declares
+    this pipeline in ``custom_pipelines`` (under its own task name, so that the package's ``"robopoint"`` task is
+    not sent to the folder's code; see `robopoint_hf.hub_checkpoint`). The model must be a RoboPoint model (``model_type="robopoint"``); plain LLaVA exports work
     with ``pipeline("image-text-to-text")`` instead.
 
     Call arguments (at construction, as defaults, or per call):
@@ -417,24 +416,13 @@ class RoboPointPipeline(Pipeline):
         return torch.stack([encoded[index][1] for index in rows])
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
-        """Saves model, processor and this pipeline's code (``custom_pipelines``) for ``trust_remote_code`` loading.
+        """Saves model and processor, whose ``save_pretrained`` write this pipeline's code and ``custom_pipelines``
+        too (the package's one save path), for ``pipeline(model=folder, trust_remote_code=True)``.
 
-        The base class saves the tokenizer and image processor but not the processor, whose config carries the
-        prompt template and the image placeholder settings. The task's default model (the package's shipped tiny
-        model, a path on this machine) is left out of ``custom_pipelines``: in a saved folder it would dangle.
+        The base class would record the task under its registered name and default model (a path on this machine);
+        the model's save records the folder's own task instead (see `robopoint_hf.hub_checkpoint`).
         """
-        cls = type(self)
-        registered = getattr(cls, "_registered_impl", None)
-        if registered:
-            cls._registered_impl = {
-                task: {key: value for key, value in info.items() if key != "default"}
-                for task, info in registered.items()
-            }
-        try:
-            super().save_pretrained(save_directory, **kwargs)
-        finally:
-            if registered:
-                cls._registered_impl = registered
+        self.model.save_pretrained(save_directory, **kwargs)
         self.processor.save_pretrained(save_directory, **kwargs)
 
 

@@ -27,6 +27,7 @@ Pickles are only ever read with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -37,6 +38,8 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+
+from robopoint_hf.hub_checkpoint import HubModelUnavailableError, looks_like_hub_id, resolve_pretrained
 
 logger = logging.getLogger(__name__)
 
@@ -85,10 +88,6 @@ class OriginalCheckpointError(ValueError):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _looks_like_repo_id(spec: str) -> bool:
-    return spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not os.path.isabs(spec)
-
-
 def resolve_folder(
     spec: str | os.PathLike, *, search_dirs: tuple[Path, ...] = (), local_files_only: bool = False, what: str
 ) -> Path:
@@ -101,18 +100,22 @@ def resolve_folder(
         if candidate.is_dir():
             return candidate.resolve()
     tried = ", ".join(str(candidate) for candidate in candidates)
-    if not _looks_like_repo_id(spec):
+    if not looks_like_hub_id(spec) or "/" not in spec:
         raise OriginalCheckpointError(f"{what} {spec!r} not found (tried {tried}).")
     from huggingface_hub import snapshot_download
 
     try:
+        if not local_files_only:
+            resolve_pretrained(spec, what=what)  # uncached and unreachable: one line, at once
         return Path(snapshot_download(spec, local_files_only=local_files_only))
+    except HubModelUnavailableError as error:
+        raise OriginalCheckpointError(f"{error} (also tried folders {tried})") from None
     except Exception as error:  # noqa: BLE001 -- hub errors come in many classes; the message is what matters
         where = "in the local Hugging Face cache" if local_files_only else "locally or on the Hub"
         raise OriginalCheckpointError(
-            f"{what} {spec!r} not found {where} (also tried folders {tried}): {error}. "
+            f"{what} {spec!r} not found {where} (also tried folders {tried}): {type(error).__name__}. "
             f"Download it first (`hf download {spec}`) or pass a local folder."
-        ) from error
+        ) from None
 
 
 def _read_json(path: Path) -> dict:
@@ -138,7 +141,7 @@ def is_original_checkpoint(path_or_id: str | os.PathLike) -> bool:
             config_file = folder / "config.json"
             if not config_file.is_file():
                 return False
-        elif _looks_like_repo_id(str(path_or_id)):
+        elif looks_like_hub_id(str(path_or_id)) and "/" in str(path_or_id):
             from huggingface_hub import hf_hub_download
 
             config_file = Path(hf_hub_download(str(path_or_id), "config.json"))
@@ -441,20 +444,7 @@ def build_config(
     }
     projector_type = checkpoint.projector_type
     if target == "llava":
-        from transformers import LlavaConfig
-
-        if projector_type not in ("linear", "mlp2x_gelu"):
-            raise OriginalCheckpointError(
-                f"projector {projector_type!r} has no plain-LLaVA equivalent (LLaVA has two projector layers)."
-            )
-        text_config.vocab_size = max(text_config.vocab_size, IMAGE_TOKEN_ID + 1)
-        return LlavaConfig(
-            vision_config=vision_config,
-            text_config=text_config,
-            projector_hidden_act="gelu" if projector_type == "mlp2x_gelu" else "linear",
-            multimodal_projector_bias=True,
-            **common,
-        )
+        return llava_config(vision_config, text_config, projector_type, multimodal_projector_bias=True, **common)
     from robopoint_hf.model.configuration_robopoint import RoboPointConfig
 
     return RoboPointConfig(
@@ -463,6 +453,25 @@ def build_config(
         projector_type=projector_type,
         image_aspect_ratio=original.get("image_aspect_ratio", "square"),
         prompt_template=prompt_template or "vicuna_v1",
+        **common,
+    )
+
+
+def llava_config(vision_config, text_config, projector_type: str, **common):
+    """The plain `LlavaConfig` of a RoboPoint model (see `build_config`): the vocabulary grows to hold the image
+    token id, and a `linear` projector becomes `projector_hidden_act="linear"` (with an identity second layer)."""
+    from transformers import LlavaConfig
+
+    if projector_type not in ("linear", "mlp2x_gelu"):
+        raise OriginalCheckpointError(
+            f"projector {projector_type!r} has no plain-LLaVA equivalent (LLaVA has two projector layers)."
+        )
+    text_config = copy.deepcopy(text_config)
+    text_config.vocab_size = max(text_config.vocab_size, common["image_token_id"] + 1)
+    return LlavaConfig(
+        vision_config=vision_config,
+        text_config=text_config,
+        projector_hidden_act="gelu" if projector_type == "mlp2x_gelu" else "linear",
         **common,
     )
 
@@ -498,14 +507,15 @@ class WeightPlan:
     def names(self) -> list[str]:
         return [tensor.name for tensor in self.tensors]
 
-    def materialize(self, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
-        """Yields `(name, tensor)` in plan order, closing each stored file right after its last use."""
+    def materialize(self, dtype: torch.dtype | Callable[[str], torch.dtype]) -> Iterator[tuple[str, torch.Tensor]]:
+        """Yields `(name, tensor)` in plan order, closing each stored file right after its last use. `dtype` is one
+        dtype, or a function of the tensor's name (per-part dtypes, see `convert.weight_dtypes`)."""
         last_use: dict[int, int] = {}
         for position, tensor in enumerate(self.tensors):
             for stored in tensor.files:
                 last_use[id(stored)] = position
         for position, planned in enumerate(self.tensors):
-            tensor = planned.make(dtype)
+            tensor = planned.make(dtype(planned.name) if callable(dtype) else dtype)
             if tuple(tensor.shape) != planned.shape:
                 raise OriginalCheckpointError(
                     f"{planned.name}: made a tensor of shape {tuple(tensor.shape)}, planned {planned.shape}."
@@ -515,7 +525,7 @@ class WeightPlan:
                 if last_use[id(stored)] == position:
                     stored.close()
 
-    def state_dict(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    def state_dict(self, dtype: torch.dtype | Callable[[str], torch.dtype]) -> dict[str, torch.Tensor]:
         """The whole plan in memory (for direct loading of an original checkpoint)."""
         return {
             name: tensor.clone() if _is_view_of_file(tensor) else tensor for name, tensor in self.materialize(dtype)
@@ -689,13 +699,13 @@ def plan_weights(checkpoint: OriginalCheckpoint, target: TargetFormat = "robopoi
     for reason, origins in planner.dropped.items():
         logger.info("Not converted, %s: %d tensors (e.g. %s).", reason, len(origins), origins[0])
     if target == "llava":
-        _adapt_to_llava(planner.tensors, config)
-    _check_against_model(planner.tensors, config, target)
+        adapt_to_llava(planner.tensors, config)
+    check_against_model(planner.tensors, config, target)
     logger.info("Vision tower weights: %s", checkpoint.vision_folder)
     return WeightPlan(list(planner.tensors.values()))
 
 
-def _adapt_to_llava(tensors: dict[str, PlannedTensor], config) -> None:
+def adapt_to_llava(tensors: dict[str, PlannedTensor], config) -> None:
     """Plain-LLaVA layout: identity second projector layer for `linear`, and vocabulary rows for `<image>`."""
     if "model.multi_modal_projector.linear_2.weight" not in tensors:
         hidden = config.text_config.hidden_size
@@ -743,7 +753,7 @@ def expected_tensors(config, target: TargetFormat) -> dict[str, tuple[int, ...]]
     return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
 
 
-def _check_against_model(tensors: dict[str, PlannedTensor], config, target: TargetFormat) -> None:
+def check_against_model(tensors: dict[str, PlannedTensor], config, target: TargetFormat) -> None:
     expected = expected_tensors(config, target)
     if config.tie_word_embeddings:
         expected.pop("lm_head.weight", None)
@@ -815,8 +825,11 @@ __all__ = [
     "PlannedTensor",
     "TensorFile",
     "WeightPlan",
+    "adapt_to_llava",
     "build_config",
+    "check_against_model",
     "expected_tensors",
+    "llava_config",
     "is_original_checkpoint",
     "load_original",
     "open_original",

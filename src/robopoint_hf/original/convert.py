@@ -26,12 +26,14 @@ import logging
 import os
 import re
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from robopoint_hf.model.templates import get_chat_template
+
 from .checkpoint import (
-    IMAGE_TOKEN_ID,
     OriginalCheckpoint,
     OriginalCheckpointError,
     TargetFormat,
@@ -80,42 +82,47 @@ def parse_size(size: int | str) -> int:
 
 
 def write_safetensors(
-    plan: WeightPlan, folder: Path, dtype: torch.dtype, max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE
+    plan: WeightPlan,
+    folder: Path,
+    dtype: torch.dtype | Callable[[str], torch.dtype],
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
 ) -> list[Path]:
     """Writes `plan` as safetensors shards (+ index when sharded) under checkpoint names.
 
     Each shard's header is computed from the planned shapes, then tensors are made and written one at a time: no
     shard is ever held in memory. The file format is the documented safetensors layout (8-byte little-endian header
-    length, JSON header with dtype/shape/offsets, raw little-endian data), read back by `safetensors`.
+    length, JSON header with dtype/shape/offsets, raw little-endian data), read back by `safetensors`. `dtype` is one
+    dtype or a function of the in-memory tensor name (see :func:`weight_dtypes`).
     """
     from robopoint_hf.model.modeling_robopoint import to_llava_hf_key
 
+    dtype_of = dtype if callable(dtype) else (lambda name: dtype)
     limit = parse_size(max_shard_size)
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    shards: list[list[tuple[str, tuple[int, ...]]]] = [[]]
+    shards: list[list[tuple[str, tuple[int, ...], torch.dtype]]] = [[]]
     shard_bytes = 0
     for planned in plan.tensors:
-        size = itemsize * _numel(planned.shape)
+        tensor_dtype = dtype_of(planned.name)
+        size = _itemsize(tensor_dtype) * _numel(planned.shape)
         if shards[-1] and shard_bytes + size > limit:
             shards.append([])
             shard_bytes = 0
-        shards[-1].append((to_llava_hf_key(planned.name), planned.shape))
+        shards[-1].append((to_llava_hf_key(planned.name), planned.shape, tensor_dtype))
         shard_bytes += size
     names = (
         ["model.safetensors"]
         if len(shards) == 1
         else [f"model-{index:05d}-of-{len(shards):05d}.safetensors" for index in range(1, len(shards) + 1)]
     )
-    tensors = plan.materialize(dtype)
+    tensors = plan.materialize(dtype_of)
     weight_map: dict[str, str] = {}
     total = 0
     for file_name, entries in zip(names, shards, strict=True):
         header: dict[str, dict] = {"__metadata__": {"format": "pt"}}
         offset = 0
-        for key, shape in entries:
-            size = itemsize * _numel(shape)
+        for key, shape, tensor_dtype in entries:
+            size = _itemsize(tensor_dtype) * _numel(shape)
             header[key] = {
-                "dtype": _SAFETENSORS_DTYPE_NAMES[dtype],
+                "dtype": _SAFETENSORS_DTYPE_NAMES[tensor_dtype],
                 "shape": list(shape),
                 "data_offsets": [offset, offset + size],
             }
@@ -127,10 +134,12 @@ def write_safetensors(
         with open(folder / file_name, "wb") as handle:
             handle.write(struct.pack("<Q", len(encoded)))
             handle.write(encoded)
-            for key, _ in entries:
+            for key, _, tensor_dtype in entries:
                 name, tensor = next(tensors)
-                if to_llava_hf_key(name) != key or tensor.dtype != dtype:
-                    raise RuntimeError(f"plan order broken at {name} ({tensor.dtype}); expected {key} ({dtype}).")
+                if to_llava_hf_key(name) != key or tensor.dtype != tensor_dtype:
+                    raise RuntimeError(
+                        f"plan order broken at {name} ({tensor.dtype}); expected {key} ({tensor_dtype})."
+                    )
                 # Raw bytes without a copy: a flat uint8 view of the contiguous tensor.
                 handle.write(memoryview(tensor.contiguous().reshape(-1).view(torch.uint8).numpy()))
                 del tensor
@@ -138,6 +147,22 @@ def write_safetensors(
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
         (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
     return [folder / name for name in names]
+
+
+def _itemsize(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def weight_dtypes(language_dtype: torch.dtype, forced: torch.dtype | None = None) -> Callable[[str], torch.dtype]:
+    """Saved dtype per in-memory tensor name: `forced` for all, or the original's default inference dtypes --
+    vision tower and projector in float32 (CLIP is published in float32 and the original never rounds it), the
+    language model in `language_dtype` (its source dtype)."""
+    from robopoint_hf.model.modeling_robopoint import VISION_MODULES
+
+    if forced is not None:
+        return lambda name: forced
+    prefixes = tuple(f"{module}." for module in VISION_MODULES)
+    return lambda name: torch.float32 if name.startswith(prefixes) else language_dtype
 
 
 def _numel(shape: tuple[int, ...]) -> int:
@@ -179,16 +204,8 @@ def _generation_config(config, suppress_tokens: list[int] | None = None):
 
 
 def _save_robopoint_files(checkpoint: OriginalCheckpoint, config, out: Path) -> None:
-    """Config + model code with auto_map, processor (tokenizer, image processor, chat template), generation config."""
-    from transformers.dynamic_module_utils import custom_object_save
-
-    from robopoint_hf.model.modeling_robopoint import RoboPointForConditionalGeneration
-    from robopoint_hf.registration import register_auto_classes
-
-    register_auto_classes()
-    with torch.device("meta"):
-        meta_model = RoboPointForConditionalGeneration(config)
-    custom_object_save(meta_model, out, config=config)  # copies modeling code, adds the model's auto_map entry
+    """Config, processor (tokenizer, image processor, chat template), generation config; the code files and
+    ``auto_map`` come from the one save path (`hub_checkpoint.write_remote_code`) when the folder is complete."""
     config.save_pretrained(out)
     processor_for_original(checkpoint, config).save_pretrained(out)
     _generation_config(config).save_pretrained(out)
@@ -221,27 +238,35 @@ def load_original_processor(
     return processor_for_original(checkpoint, config)
 
 
-def _save_llava_files(checkpoint: OriginalCheckpoint, config, out: Path, prompt_template: str) -> None:
-    """Config, `LlavaProcessor` (tokenizer with `<image>` = 32000, pad-to-square image processor, chat template)."""
+def _save_llava_files(
+    config,
+    out: Path,
+    *,
+    tokenizer_source: str | os.PathLike,
+    image_kwargs: dict,
+    do_pad: bool,
+    chat_template: str,
+) -> None:
+    """Config, `LlavaProcessor` (tokenizer with `<image>` at the config's image token id, pad-to-square image
+    processor, chat template), generation config suppressing the ids added for `<image>`."""
     from transformers import AutoTokenizer, LlavaProcessor
     from transformers.models.llava import LlavaImageProcessorPil
-
-    from robopoint_hf.model.templates import get_chat_template
 
     config.save_pretrained(out)
     # legacy=True: whole-string tokenization then puts a "▁" after `<image>` exactly like the original's chunk-wise
     # tokenizer_image_token (transformers 5 rebuilds the pre-tokenizer from this flag and does not save it).
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder(checkpoint), legacy=True)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, legacy=True)
     tokenizer.add_tokens(["<image>"], special_tokens=True)
-    if tokenizer.convert_tokens_to_ids("<image>") != IMAGE_TOKEN_ID:
+    if tokenizer.convert_tokens_to_ids("<image>") != config.image_token_id:
         raise OriginalCheckpointError(
-            f"<image> got id {tokenizer.convert_tokens_to_ids('<image>')} in the tokenizer of "
-            f"{tokenizer_folder(checkpoint)}, expected {IMAGE_TOKEN_ID} (a 32000-token Llama vocabulary)."
+            f"<image> got id {tokenizer.convert_tokens_to_ids('<image>')} in the tokenizer of {tokenizer_source}, "
+            f"expected the image token id {config.image_token_id} (the tokenizer must have exactly that many tokens)."
         )
-    image_kwargs = _image_processor_kwargs(checkpoint)
+    tokenizer.padding_side = "left"  # batched generation; plain transformers tokenizers pad on the right
+    image_kwargs = dict(image_kwargs)
     size = image_kwargs.pop("size", 336)
     image_processor = LlavaImageProcessorPil(
-        do_pad=config_pads(checkpoint),
+        do_pad=do_pad,
         size={"shortest_edge": size},
         crop_size={"height": size, "width": size},
         resample=3,  # bicubic, as CLIPImageProcessor
@@ -253,20 +278,96 @@ def _save_llava_files(checkpoint: OriginalCheckpoint, config, out: Path, prompt_
         patch_size=config.vision_config.patch_size,
         vision_feature_select_strategy=config.vision_feature_select_strategy,
         num_additional_image_tokens=1,  # CLIP's CLS, removed again by the "default" strategy
-        chat_template=get_chat_template(prompt_template),
+        chat_template=chat_template,
     )
     processor.save_pretrained(out)
     tokenizer_config_file = out / "tokenizer_config.json"
     tokenizer_config = json.loads(tokenizer_config_file.read_text())
     tokenizer_config["legacy"] = True
     tokenizer_config_file.write_text(json.dumps(tokenizer_config, indent=2, ensure_ascii=False) + "\n")
-    extra_ids = list(range(IMAGE_TOKEN_ID, config.text_config.vocab_size))
+    extra_ids = list(range(config.image_token_id, config.text_config.vocab_size))
     _generation_config(config, suppress_tokens=extra_ids).save_pretrained(out)
 
 
 def config_pads(checkpoint: OriginalCheckpoint) -> bool:
     """Whether images are padded to a square (`image_aspect_ratio="pad"`, every published checkpoint)."""
     return checkpoint.config.get("image_aspect_ratio", "square") == "pad"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# RoboPoint folders as a source (export to plain LLaVA)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _robopoint_folder_plan(folder: Path, config) -> tuple[WeightPlan, torch.dtype]:
+    """The plain-LLaVA weight plan of a RoboPoint folder (converted, merged, trained): its tensors already have the
+    llava-hf names, so the plan reads them as they are, then adds what plain LLaVA needs (`adapt_to_llava`).
+    Returns the plan and the language model's stored dtype."""
+    from robopoint_hf.model.modeling_robopoint import from_llava_hf_key
+
+    from .checkpoint import PlannedTensor, TensorFile, adapt_to_llava, check_against_model, weight_files
+
+    tensors: dict[str, PlannedTensor] = {}
+    language_dtype = None
+    for path in weight_files(folder):
+        stored = TensorFile(path)
+        for key in stored.keys():
+            name = from_llava_hf_key(key)
+            shape, dtype = stored.meta(key)
+            if name.startswith("model.language_model."):
+                language_dtype = language_dtype or dtype
+            tensors[name] = PlannedTensor(
+                name, shape, (stored,), lambda wanted, stored=stored, key=key: stored.get(key).to(wanted)
+            )
+    adapt_to_llava(tensors, config)
+    check_against_model(tensors, config, "llava")
+    return WeightPlan(list(tensors.values())), language_dtype or torch.float32
+
+
+def _export_robopoint_folder(
+    folder: Path, out: Path, dtype: torch.dtype | None, max_shard_size: int | str, verify: bool
+) -> None:
+    """Writes the plain-LLaVA export of a RoboPoint folder into `out` (an empty staged folder)."""
+    from robopoint_hf.model.configuration_robopoint import RoboPointConfig
+    from robopoint_hf.model.processing_robopoint import RoboPointProcessor
+
+    from .checkpoint import llava_config
+
+    source = RoboPointConfig.from_pretrained(folder)
+    config = llava_config(
+        source.vision_config,
+        source.text_config,
+        source.projector_type,
+        vision_feature_layer=source.vision_feature_layer,
+        vision_feature_select_strategy=source.vision_feature_select_strategy,
+        image_seq_length=source.image_seq_length,
+        image_token_id=source.image_token_id,
+        tie_word_embeddings=source.tie_word_embeddings,
+        multimodal_projector_bias=source.multimodal_projector_bias,
+    )
+    plan, language_dtype = _robopoint_folder_plan(folder, config)
+    config.dtype = dtype or language_dtype
+    write_safetensors(plan, out, weight_dtypes(language_dtype, dtype), max_shard_size)
+    processor = RoboPointProcessor.from_pretrained(folder)
+    image = processor.image_processor
+    _save_llava_files(
+        config,
+        out,
+        tokenizer_source=folder,
+        image_kwargs={"size": image.size, "image_mean": image.image_mean, "image_std": image.image_std},
+        do_pad=image.image_aspect_ratio == "pad",
+        chat_template=processor.chat_template,
+    )
+    if verify:
+        from transformers import LlavaForConditionalGeneration
+
+        from robopoint_hf.model.modeling_robopoint import RoboPointForConditionalGeneration
+
+        inputs = probe_inputs(source)
+        with torch.no_grad():
+            expected = RoboPointForConditionalGeneration.from_pretrained(folder, dtype=torch.float32)(**inputs).logits
+            actual = LlavaForConditionalGeneration.from_pretrained(out, dtype=torch.float32)(**inputs).logits
+        _check_difference(out, actual[..., : expected.shape[-1]], expected)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -285,20 +386,29 @@ def convert_checkpoint(
     prompt_template: str | None = None,
     max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
     verify: bool = False,
+    overwrite: bool = False,
 ) -> Path:
-    """Converts an original RoboPoint/LLaVA checkpoint into a complete Hub-ready folder.
+    """Converts a checkpoint into a complete, Hub-native folder, written atomically.
+
+    Sources: an original RoboPoint/LLaVA checkpoint (both targets), or, for `target="llava"`, any RoboPoint folder
+    (converted, merged, trained). The folder is built beside `out` and renamed into place when complete
+    (:func:`~robopoint_hf.hub_checkpoint.staged_folder`).
 
     Args:
-        src (`str` or `os.PathLike`): original-format folder or Hub id (full, LoRA or projector-only).
-        out (`str` or `os.PathLike`): output folder; must not exist or be empty.
+        src (`str` or `os.PathLike`): original-format folder or Hub id (full, LoRA or projector-only), or a RoboPoint
+            folder (export only).
+        out (`str` or `os.PathLike`): output folder; must not exist or be empty, unless `overwrite`.
         model_base (`str`, *optional*): base language model of LoRA / projector-only sources.
         vision_tower (`str`, *optional*): CLIP folder or Hub id; defaults to the source's `mm_vision_tower`.
-        dtype (`torch.dtype` or `str`, *optional*): dtype of the saved weights; defaults to the source's.
+        dtype (`torch.dtype` or `str`, *optional*): one dtype for every saved weight. Default: the original's
+            default inference dtypes -- vision tower and projector in float32, the language model in its source dtype
+            (recorded as `vision_dtype` in the config, which `from_pretrained(dtype="auto")` honours).
         target (`str`, *optional*, defaults to `"robopoint"`): `"robopoint"` or `"llava"` (plain LLaVA export).
         prompt_template (`str`, *optional*): template to record; defaults to the registry's (`vicuna_v1`).
         max_shard_size (`int` or `str`, *optional*, defaults to `"5GB"`): largest output shard.
         verify (`bool`, *optional*, defaults to `False`): reload the output and compare its logits on a probe
             input with the source's.
+        overwrite (`bool`, *optional*, defaults to `False`): replace a non-empty `out`.
 
     Returns:
         `Path`: the output folder.
@@ -307,29 +417,63 @@ def convert_checkpoint(
 
     ```python
     >>> from robopoint_hf.original.convert import convert_checkpoint
-    >>> convert_checkpoint("wentao-yuan/robopoint-v1-vicuna-v1.5-13b", "robopoint-13b", dtype="bfloat16")
+    >>> convert_checkpoint("wentao-yuan/robopoint-v1-vicuna-v1.5-13b", "robopoint-13b")
     ```
     """
+    from robopoint_hf.hub_checkpoint import refuse_existing, staged_folder, write_remote_code
+
+    from .checkpoint import is_original_checkpoint
+    from .model_card import render_model_card
+
+    refuse_existing(out, overwrite)  # before any reading: a wrong OUT fails at once
+    forced = _as_dtype(dtype) if dtype is not None else None
+    source_folder = Path(src).expanduser()
+    if not is_original_checkpoint(src) and (source_folder / "config.json").is_file():
+        if target != "llava":
+            raise OriginalCheckpointError(
+                f"{src} is not an original RoboPoint/LLaVA config: `robopoint convert` reads original checkpoints; "
+                "RoboPoint folders are exported with `robopoint export SRC OUT --format llava`."
+            )
+        if json.loads((source_folder / "config.json").read_text()).get("model_type") != "robopoint":
+            raise OriginalCheckpointError(
+                f"{src} is neither an original RoboPoint/LLaVA checkpoint nor a RoboPoint folder "
+                "(config.json model_type must be 'robopoint')."
+            )
+        with staged_folder(out, overwrite=overwrite) as staged:
+            _export_robopoint_folder(source_folder, staged, forced, max_shard_size, verify)
+            template = prompt_template or "vicuna_v1"
+            (staged / "README.md").write_text(render_model_card(src, target=target, prompt_template=template))
+            write_remote_code(staged)
+        return Path(out)
     checkpoint = open_original(src, model_base=model_base, vision_tower=vision_tower)
     template = prompt_template or default_prompt_template(src)
     config = build_config(checkpoint, target, template)
     plan = plan_weights(checkpoint, target, config)
-    dtype = _as_dtype(dtype) if dtype is not None else checkpoint.stored_dtype
-    config.dtype = dtype
-    out = _empty_folder(out)
-    files = write_safetensors(plan, out, dtype, max_shard_size)
-    logger.info("Wrote %d weight shard(s) to %s in %s.", len(files), out, dtype)
-    if target == "llava":
-        _save_llava_files(checkpoint, config, out, template)
-    else:
-        _save_robopoint_files(checkpoint, config, out)
-    from .model_card import render_model_card
-
-    (out / "README.md").write_text(render_model_card(src, target=target, prompt_template=template, config=config))
-    if verify:
-        difference = verify_conversion(checkpoint, out, target, dtype)
-        logger.info("Verified %s: max |logit difference| on the probe input = %.3g.", out, difference)
-    return out
+    dtypes = weight_dtypes(checkpoint.stored_dtype, forced)
+    config.dtype = forced or checkpoint.stored_dtype
+    if target == "robopoint" and forced is None and checkpoint.stored_dtype != torch.float32:
+        config.vision_dtype = "float32"
+    with staged_folder(out, overwrite=overwrite) as staged:
+        files = write_safetensors(plan, staged, dtypes, max_shard_size)
+        logger.info("Wrote %d weight shard(s) for %s.", len(files), out)
+        if target == "llava":
+            _save_llava_files(
+                config,
+                staged,
+                tokenizer_source=tokenizer_folder(checkpoint),
+                image_kwargs=_image_processor_kwargs(checkpoint),
+                do_pad=config_pads(checkpoint),
+                chat_template=get_chat_template(template),
+            )
+        else:
+            _save_robopoint_files(checkpoint, config, staged)
+        card = render_model_card(src, target=target, prompt_template=template, config=config)
+        (staged / "README.md").write_text(card)
+        write_remote_code(staged)
+        if verify:
+            difference = verify_conversion(checkpoint, staged, target, dtypes)
+            logger.info("Verified %s: max |logit difference| on the probe input = %.3g.", out, difference)
+    return Path(out)
 
 
 def _as_dtype(dtype: torch.dtype | str) -> torch.dtype:
@@ -341,29 +485,27 @@ def _as_dtype(dtype: torch.dtype | str) -> torch.dtype:
     return value
 
 
-def _empty_folder(out: str | os.PathLike) -> Path:
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"Output folder {out} exists and is not empty; choose a new folder.")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
 def probe_inputs(config, seed: int = 0) -> dict[str, torch.Tensor]:
     """A deterministic image + prompt-shaped input for comparing two models: BOS, a few text ids, one image's
     placeholders, a few more text ids."""
     generator = torch.Generator().manual_seed(seed)
     vision = config.vision_config
     pixel_values = torch.randn(1, 3, vision.image_size, vision.image_size, generator=generator)
-    text = torch.randint(3, 32000, (16,), generator=generator).tolist()
+    vocab = min(config.text_config.vocab_size, config.image_token_id)
+    text = torch.randint(3, vocab, (16,), generator=generator).tolist()
     ids = [1] + text[:8] + [config.image_token_id] * config.image_seq_length + text[8:]
     return {"input_ids": torch.tensor([ids]), "pixel_values": pixel_values}
 
 
 @torch.no_grad()
-def verify_conversion(checkpoint: OriginalCheckpoint, out: Path, target: TargetFormat, dtype: torch.dtype) -> float:
+def verify_conversion(
+    checkpoint: OriginalCheckpoint,
+    out: Path,
+    target: TargetFormat,
+    dtype: torch.dtype | Callable[[str], torch.dtype],
+) -> float:
     """Reloads `out` and compares its float32 logits on :func:`probe_inputs` with the source's weights (made at
-    the saved `dtype`, then upcast, so only the conversion itself is tested).
+    the saved dtypes, then upcast, so only the conversion itself is tested).
 
     Raises:
         `OriginalCheckpointError`: when the largest difference exceeds `VERIFY_TOLERANCE`.
@@ -378,7 +520,10 @@ def verify_conversion(checkpoint: OriginalCheckpoint, out: Path, target: TargetF
     expected = source(**inputs).logits
     del source
     converted = cls.from_pretrained(out, dtype=torch.float32).eval()
-    actual = converted(**inputs).logits
+    return _check_difference(out, converted(**inputs).logits, expected)
+
+
+def _check_difference(out: Path, actual: torch.Tensor, expected: torch.Tensor) -> float:
     difference = (actual - expected).abs().max().item()
     if not difference <= VERIFY_TOLERANCE:
         raise OriginalCheckpointError(
@@ -393,5 +538,6 @@ __all__ = [
     "parse_size",
     "probe_inputs",
     "verify_conversion",
+    "weight_dtypes",
     "write_safetensors",
 ]

@@ -269,18 +269,13 @@ def load_saved_weights(model: torch.nn.Module, folder: str | os.PathLike) -> boo
 
     Returns ``False`` when the folder holds no safetensors weights.
     """
-    from robopoint_hf.model.modeling_robopoint import LLAVA_HF_PREFIXES
+    from robopoint_hf.model.modeling_robopoint import LLAVA_HF_PREFIXES, from_llava_hf_key
 
     state = _checkpoint_state_dict(folder)
     if state is None:
         return False
-    renamed = {}
-    for key, tensor in state.items():
-        for in_memory, canonical in LLAVA_HF_PREFIXES:
-            if key.startswith(canonical):
-                key = in_memory + key[len(canonical) :]
-                break
-        renamed[key] = tensor
+    canonical = tuple(prefix for _, prefix in LLAVA_HF_PREFIXES)
+    renamed = {from_llava_hf_key(key) if key.startswith(canonical) else key: tensor for key, tensor in state.items()}
     model.load_state_dict(renamed, strict=True)
     return True
 
@@ -535,6 +530,21 @@ def leave_process_group() -> None:
         dist.destroy_process_group()
 
 
+def save_final_model(trainer, output_dir: str | os.PathLike, generation_config=None) -> None:
+    """Writes the trained model + processor into ``output_dir`` through the package's one save path: a Hub-native
+    checkpoint that appears complete or not at all (`hub_checkpoint.staged_files`; the ``checkpoint-*`` folders
+    stay). Called on every process: saving a sharded model is collective."""
+    from robopoint_hf.hub_checkpoint import staged_files
+
+    main_process = trainer.is_world_process_zero()
+    with staged_files(output_dir, main_process=main_process) as staged:
+        trainer.save_model(str(staged))  # writes on the main process only
+        if main_process:
+            trainer.processing_class.save_pretrained(staged)
+            if generation_config is not None:
+                generation_config.save_pretrained(staged)
+
+
 def main(script_args: ScriptArguments, training_args: RoboPointSFTConfig, model_args: ModelArguments) -> Path:
     """Trains as configured and saves the result (full model, or LoRA adapter + projector) in ``output_dir``.
 
@@ -554,8 +564,11 @@ def main(script_args: ScriptArguments, training_args: RoboPointSFTConfig, model_
             logger.info("Resuming from %s (found in output_dir).", checkpoint)
     trainer.train(resume_from_checkpoint=checkpoint)
     output_dir = Path(training_args.output_dir)
-    trainer.save_model(str(output_dir))
-    trainer.processing_class.save_pretrained(output_dir)
+    if model_args.lora:  # an adapter, not a checkpoint: `robopoint merge-lora` makes the checkpoint
+        trainer.save_model(str(output_dir))
+        trainer.processing_class.save_pretrained(output_dir)
+    else:
+        save_final_model(trainer, output_dir)
     if model_args.lora and model_args.model is None:
         # The adapter's base is an assembly of parts, not a folder: record the parts so merge-lora can rebuild it.
         parts = {

@@ -1,0 +1,477 @@
+"""``pipeline("robopoint")``: image + instruction -> points in normalized and pixel coordinates, each with a score.
+
+RoboPoint answers with text such as ``[(0.461, 0.527), (0.498, 0.521)]``. This pipeline does everything around the
+model call that every user would otherwise rewrite: it renders the instruction with the checkpoint's own prompt
+template (the processor does this for bare instructions) after appending the answer-format sentence RoboPoint was
+trained with, generates (greedy unless told otherwise), parses the answer with the project's one grammar
+(:mod:`.points`), and returns structured points relative to the ORIGINAL image.
+
+Two things the paper lists as limitations are addressed here:
+
+* **No confidence estimate** -> every point and box gets a ``score``: the geometric mean of the generation
+  probabilities of the tokens that spell its tuple (see :func:`item_scores`).
+* **No control over the number of points** -> ``max_points`` keeps the highest-scoring points.
+
+Several instructions about one image (the usual robot loop: one camera frame, many questions) run the vision tower
+once per call: rows whose pixels equal an image already encoded in the same call reuse its projected features
+(``model.encode_images`` + ``generate(image_features=...)``).
+
+This module is copied next to the weights by ``RoboPointPipeline.save_pretrained`` (``custom_pipelines`` in
+config.json), so it imports only torch, transformers and relative siblings that themselves import only
+numpy/PIL/transformers (``.points``, ``.image_processing_robopoint``) -- never ``robopoint_hf``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from transformers import AutoModelForImageTextToText, GenerationConfig, Pipeline
+from transformers.pipelines import PIPELINE_REGISTRY
+
+from .image_processing_robopoint import load_image
+from .points import Box, ParsedAnswer, Point, add_answer_format, parse_points, to_normalized, to_pixels
+
+TASK = "robopoint"
+IMAGE_PLACEHOLDER = "<image>"
+
+# Every GenerationConfig attribute may be passed to the pipeline call directly (temperature=0.2, top_p=..., ...).
+_GENERATION_KEYS = frozenset(key for key in vars(GenerationConfig()) if not key.startswith("_"))
+
+
+# ---------------------------------------------------------------------------------------------------- scoring
+def token_char_ends(tokenizer, token_ids: Sequence[int]) -> list[int]:
+    """End offset of every token in ``tokenizer.decode(token_ids, skip_special_tokens=True)``.
+
+    Found by incremental decoding (decode each prefix, one batched call), because SentencePiece tokens do not map to
+    characters one to one (``▁`` becomes a space that is dropped at the start, digits and brackets merge into
+    tokens such as ``▁[(`` or ``),``). Offsets are forced monotonic and capped at the full text's length, which
+    keeps them valid when a prefix ends inside a multi-byte character (decoded as a replacement character).
+
+    Args:
+        tokenizer: the checkpoint's tokenizer.
+        token_ids (`Sequence[int]`): generated ids, prompt excluded.
+
+    Returns:
+        `list[int]`: ``ends[t]``; token ``t`` covers characters ``[ends[t - 1], ends[t])``, token 0 from 0.
+    """
+    if not token_ids:
+        return []
+    prefixes = [list(token_ids[: index + 1]) for index in range(len(token_ids))]
+    texts = tokenizer.batch_decode(prefixes, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    total = len(texts[-1])
+    ends, running = [], 0
+    for text in texts:
+        running = min(max(running, len(text)), total)
+        ends.append(running)
+    return ends
+
+
+def item_spans(text: str, parsed: ParsedAnswer) -> list[tuple[int, int]]:
+    """Character span ``[start, end)`` of every item of ``parsed`` (points and boxes, in text order).
+
+    :func:`~.points.parse_points` reports values, not positions; rather than a second grammar, the spans come from
+    the parser itself: an item ends on a closing bracket, and the ``k``-th item ends where a prefix of the text first
+    holds ``k + 1`` items (matches never change when text is appended after them). A tuple holds only numbers, so it
+    starts at the last opening bracket before its end.
+    """
+    spans: list[tuple[int, int]] = []
+    for end in (index + 1 for index, char in enumerate(text) if char in ")]"):
+        if len(spans) == len(parsed.items):
+            break
+        if len(parse_points(text[:end]).items) > len(spans):
+            start = max(text.rfind("(", 0, end - 1), text.rfind("[", 0, end - 1))
+            spans.append((start, end))
+    return spans
+
+
+def item_scores(text: str, parsed: ParsedAnswer, char_ends: Sequence[int], token_logprobs: Sequence[float]) -> list:
+    """Confidence of every parsed item: geometric mean of the probabilities of the tokens spelling its tuple.
+
+    A token belongs to a tuple when its characters overlap the tuple's, from the opening to the closing bracket.
+    The geometric mean (``exp`` of the mean token log-probability) is the per-token confidence of the whole tuple:
+    it does not shrink with the number of tokens the tokenizer spends on it (a product would penalise ``0.461``
+    against ``.5``), and unlike the minimum it is not decided by one near-tie in the last digit. Values lie in
+    ``(0, 1]``.
+
+    Args:
+        text (`str`): the decoded answer the items were parsed from.
+        parsed ([`~points.ParsedAnswer`]): ``parse_points(text)``.
+        char_ends (`Sequence[int]`): :func:`token_char_ends` of the generated tokens.
+        token_logprobs (`Sequence[float]`): log-probability of each generated token under the decoding distribution.
+
+    Returns:
+        `list[float]`: one score per item of ``parsed.items``.
+    """
+    scores = []
+    for start, end in item_spans(text, parsed):
+        covering = [
+            logprob
+            for index, (logprob, token_end) in enumerate(zip(token_logprobs, char_ends, strict=True))
+            if token_end > start and (char_ends[index - 1] if index else 0) < end
+        ]
+        scores.append(math.exp(sum(covering) / len(covering)))
+    return scores
+
+
+def generated_token_logprobs(
+    scores: Sequence[torch.Tensor], new_tokens: torch.Tensor, beam_indices: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Log-probability of every generated token under its step's scores (``generate(output_scores=True)``).
+
+    Like ``compute_transition_scores(..., normalize_logits=True)``, but each step is normalised on its own contiguous
+    ``[rows, vocab]`` tensor: that method normalises all steps at once along a strided dimension, where float32
+    summation over 32000 tokens drifts by ~1e-3 (0.7508 for a token of probability 0.75).
+
+    Args:
+        scores (`Sequence[torch.Tensor]`): one ``[rows, vocab]`` tensor per step (rows = batch x beams).
+        new_tokens (`torch.Tensor` of shape `(batch, steps')`): generated ids, prompt excluded.
+        beam_indices (`torch.Tensor` of shape `(batch, steps)`, *optional*): beam of each step (beam search only;
+            -1 after a sequence ended).
+
+    Returns:
+        `torch.Tensor` of shape `(batch, min(steps, steps'))`, float32.
+    """
+    steps = min(len(scores), new_tokens.shape[1])
+    columns = []
+    for step in range(steps):
+        rows = torch.arange(new_tokens.shape[0]) if beam_indices is None else beam_indices[:, step].clamp(min=0)
+        step_logprobs = torch.log_softmax(scores[step].float(), dim=-1)[rows.to(scores[step].device)]
+        columns.append(step_logprobs.gather(1, new_tokens[:, step : step + 1]).squeeze(1))
+    return (
+        torch.stack(columns, dim=1) if columns else new_tokens.new_zeros((new_tokens.shape[0], 0), dtype=torch.float)
+    )
+
+
+def _point_record(point: Point, score: float, width: int, height: int) -> dict[str, Any]:
+    normalized = to_normalized([point], width, height)[0]
+    pixel = to_pixels([point], width, height)[0]
+    return {
+        "x": float(normalized.x),
+        "y": float(normalized.y),
+        "x_px": math.floor(pixel.x),
+        "y_px": math.floor(pixel.y),
+        "score": score,
+    }
+
+
+def _box_record(box: Box, score: float, width: int, height: int) -> dict[str, Any]:
+    first = _point_record(Point(box.x0, box.y0, box.normalized), score, width, height)
+    second = _point_record(Point(box.x1, box.y1, box.normalized), score, width, height)
+    return {
+        "x0": first["x"],
+        "y0": first["y"],
+        "x1": second["x"],
+        "y1": second["y"],
+        "x0_px": first["x_px"],
+        "y0_px": first["y_px"],
+        "x1_px": second["x_px"],
+        "y1_px": second["y_px"],
+        "score": score,
+    }
+
+
+def keep_top_points(points: list[dict[str, Any]], max_points: int | None) -> list[dict[str, Any]]:
+    """The ``max_points`` highest-scoring points, still in the model's order (ties: earlier point wins)."""
+    if max_points is None or len(points) <= max_points:
+        return points
+    ranked = sorted(range(len(points)), key=lambda index: -points[index]["score"])[:max_points]
+    return [points[index] for index in sorted(ranked)]
+
+
+# ---------------------------------------------------------------------------------------------------- pipeline
+class RoboPointPipeline(Pipeline):
+    r"""Spatial-affordance pointing with a RoboPoint model: image + instruction -> scored points.
+
+    Built on [`Pipeline`] rather than [`ImageTextToTextPipeline`]: that pipeline's input handling (chats), forward
+    (one `generate` call on pixel values, ids only) and output (text) would all have to be overridden, so nothing of
+    it would be reused.
+
+    Load with ``pipeline("robopoint", model=folder)`` once ``robopoint_hf`` is imported, or
+    ``pipeline(model=folder, trust_remote_code=True)`` without the package: every folder the package writes declares
+    this pipeline in ``custom_pipelines`` (under its own task name, so that the package's ``"robopoint"`` task is
+    not sent to the folder's code; see `robopoint_hf.hub_checkpoint`). The model must be a RoboPoint model (``model_type="robopoint"``); plain LLaVA exports work
+    with ``pipeline("image-text-to-text")`` instead.
+
+    Call arguments (at construction, as defaults, or per call):
+
+        answer_format (`bool`, *optional*, defaults to `True`):
+            Append RoboPoint's answer-format sentence (`~points.ANSWER_FORMAT_SUFFIX`) to the instruction, as in
+            training. Text that already contains ``<image>`` is a complete prompt and is used verbatim.
+        max_points (`int`, *optional*):
+            Keep only the ``max_points`` highest-scoring points (in the model's order). Boxes are not affected.
+        max_new_tokens (`int`, *optional*), generate_kwargs (`dict`, *optional*), and any
+            [`~transformers.GenerationConfig`] attribute (``do_sample``, ``temperature``, ``top_p``, ``num_beams``,
+            ...): passed to ``generate``. Decoding is greedy unless the model's generation config or the call says
+            otherwise; the original evaluation sampled with ``do_sample=True, temperature=0.2``. ``max_new_tokens``
+            defaults to 256 when the generation config sets none.
+
+    Returns, per input, a `dict`:
+
+        - **points** (`list[dict]`) -- ``{"x", "y", "x_px", "y_px", "score"}``: ``x``/``y`` are fractions of the
+          ORIGINAL image's width/height (RoboPoint's convention; not clamped), ``x_px``/``y_px`` the pixel of the
+          original image that contains the point (floor). A tuple of integers in the answer is read as pixels.
+        - **boxes** (`list[dict]`) -- ``{"x0", "y0", "x1", "y1", "x0_px", "y0_px", "x1_px", "y1_px", "score"}``
+          for 4-tuples, read as corners.
+        - **text** (`str`) -- the raw answer, stripped.
+        - **parse_failed** (`bool`) -- nothing could be read from a non-empty answer; points and boxes are empty.
+
+    Scores are the geometric mean of the token probabilities spelling each tuple (:func:`item_scores`) under the
+    decoding distribution, which is the model's softmax under greedy decoding (after temperature/top-k/top-p when
+    sampling). Generation keeps each step's scores (vocabulary x 4 bytes per token and row) until they are reduced
+    to one log-probability per token.
+
+    Example:
+
+    ```python
+    >>> import robopoint_hf  # registers the "robopoint" task
+    >>> from transformers import pipeline
+    >>> pipe = pipeline("robopoint", model="path/to/robopoint-folder")
+    >>> out = pipe("sink.jpg", "Find a few spots within the vacant area on the rightmost white plate.")
+    >>> out["points"][0]
+    {'x': 0.461, 'y': 0.527, 'x_px': 295, 'y_px': 252, 'score': 0.93}
+    >>> pipe(frame, ["Point to the mug.", "Point to free space left of the mug."], max_points=3)  # one vision pass
+    ```
+    """
+
+    _load_processor = True
+    _load_image_processor = False
+    _load_feature_extractor = False
+    _load_tokenizer = False
+    _pipeline_calls_generate = True
+    _default_generation_config = GenerationConfig(max_new_tokens=256)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        model_type = self.model.config.model_type
+        if model_type != "robopoint":
+            raise ValueError(
+                f"pipeline('robopoint') needs a RoboPoint model (model_type 'robopoint'), got {model_type!r}; "
+                "use pipeline('image-text-to-text') for plain LLaVA exports."
+            )
+        if self.processor is None:
+            raise ValueError("pipeline('robopoint') needs the checkpoint's processor; pass processor=...")
+        # (pixel_values row, projected features) of the images encoded during the current call.
+        self._encoded_images: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    # ------------------------------------------------------------------ parameters
+    def _sanitize_parameters(
+        self,
+        answer_format: bool | None = None,
+        max_points: int | None = None,
+        max_new_tokens: int | None = None,
+        generate_kwargs: dict | None = None,
+        **kwargs,
+    ):
+        unknown = sorted(set(kwargs) - _GENERATION_KEYS)
+        if unknown:
+            raise TypeError(f"Unexpected arguments for RoboPointPipeline: {', '.join(unknown)}.")
+        preprocess_params, forward_params, postprocess_params = {}, {}, {}
+        if answer_format is not None:
+            preprocess_params["answer_format"] = bool(answer_format)
+        generate_kwargs = {**(generate_kwargs or {}), **kwargs}
+        if max_new_tokens is not None:
+            if "max_new_tokens" in generate_kwargs:
+                raise ValueError("max_new_tokens is given twice: directly and in generate_kwargs; give it once.")
+            generate_kwargs["max_new_tokens"] = max_new_tokens
+        if generate_kwargs:
+            forward_params["generate_kwargs"] = generate_kwargs
+        if max_points is not None:
+            if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 1:
+                raise ValueError(f"max_points must be a positive integer, got {max_points!r}.")
+            postprocess_params["max_points"] = max_points
+        return preprocess_params, forward_params, postprocess_params
+
+    # ------------------------------------------------------------------ call
+    def __call__(self, images, text: str | Sequence[str] | None = None, **kwargs):
+        """Points for one image and instruction, or a list of results for lists of them.
+
+        Args:
+            images: a PIL image, numpy array (HWC or CHW), file path or http(s) URL; or a list of them; or a dict
+                ``{"image": ..., "text": ...}`` / a list of such dicts.
+            text (`str` or `list[str]`): the instruction(s). One image with several instructions (or several images
+                with one instruction) is broadcast; two lists must have the same length.
+            batch_size (`int`, *optional*): rows per ``generate`` call (left-padded).
+            **kwargs: see the class docstring.
+
+        Returns:
+            `dict` for a single input, `list[dict]` for list inputs.
+        """
+        self._encoded_images = []  # features are reused within one call only, so weights cannot change under them
+        return super().__call__(self._pair_inputs(images, text), **kwargs)
+
+    @staticmethod
+    def _pair_inputs(images, text) -> dict | list[dict]:
+        """``(images, text)`` in any accepted form -> ``{"image", "text"}`` dict(s)."""
+        if isinstance(images, dict) or (
+            isinstance(images, (list, tuple)) and images and all(isinstance(item, dict) for item in images)
+        ):
+            if text is not None:
+                raise ValueError("Give the instruction inside the {'image', 'text'} dicts or as text=, not both.")
+            return dict(images) if isinstance(images, dict) else [dict(item) for item in images]
+        if text is None:
+            raise ValueError("RoboPointPipeline needs an instruction: pipe(image, 'Point to the mug.').")
+        if not isinstance(text, (str, list, tuple)):
+            raise TypeError(f"text must be a string or a list of strings, got {type(text).__name__}.")
+        image_list = isinstance(images, (list, tuple))
+        text_list = not isinstance(text, str)
+        if not image_list and not text_list:
+            return {"image": images, "text": text}
+        if image_list and text_list and len(images) != len(text):
+            raise ValueError(
+                f"Got {len(images)} images and {len(text)} instructions; give one of each per input, or a single "
+                "image (or instruction) to pair with all of the other."
+            )
+        count = len(text) if text_list else len(images)
+        return [
+            {"image": images[index] if image_list else images, "text": text[index] if text_list else text}
+            for index in range(count)
+        ]
+
+    # ------------------------------------------------------------------ stages
+    def preprocess(self, inputs: dict, answer_format: bool = True) -> dict[str, Any]:
+        missing = {"image", "text"} - set(inputs)
+        if missing:
+            raise ValueError(f"Each input needs 'image' and 'text'; missing {sorted(missing)} in {sorted(inputs)}.")
+        instruction = inputs["text"]
+        if not isinstance(instruction, str):
+            raise TypeError(f"The instruction must be a string, got {type(instruction).__name__}.")
+        if answer_format and IMAGE_PLACEHOLDER not in instruction:
+            instruction = add_answer_format(instruction)
+        image = load_image(inputs["image"])  # names the file or URL it cannot read
+        model_inputs = self.processor(images=image, text=instruction, return_tensors="pt")
+        return {
+            "input_ids": model_inputs["input_ids"],
+            "attention_mask": model_inputs["attention_mask"],
+            "pixel_values": model_inputs["pixel_values"],
+            "image_size": image.size,
+        }
+
+    def _forward(self, model_inputs: dict[str, Any], generate_kwargs: dict | None = None) -> dict[str, Any]:
+        input_ids, attention_mask = left_align(model_inputs["input_ids"], model_inputs["attention_mask"])
+        generate_kwargs = self._prepare_generate_kwargs(
+            dict(generate_kwargs or {}), return_dict_in_generate=True, output_scores=True
+        )
+        if self._get_set_generation_params(generate_kwargs).get("num_return_sequences", 1) != 1:
+            raise ValueError("RoboPointPipeline returns one answer per input; num_return_sequences must be 1.")
+        outputs = self.model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            image_features=self._image_features(model_inputs["pixel_values"]),
+            **generate_kwargs,
+        )
+        new_tokens = outputs.sequences[:, input_ids.shape[1] :]
+        logprobs = generated_token_logprobs(outputs.scores, new_tokens, outputs.get("beam_indices"))
+        return {
+            "tokens": new_tokens[:, : logprobs.shape[1]],
+            "token_logprobs": logprobs,
+            "image_size": model_inputs["image_size"],
+        }
+
+    def postprocess(self, model_outputs: dict[str, Any], max_points: int | None = None) -> dict[str, Any]:
+        tokenizer = self.processor.tokenizer
+        token_ids = model_outputs["tokens"][0].tolist()
+        logprobs = model_outputs["token_logprobs"][0].tolist()
+        special = set(tokenizer.all_special_ids)
+        while token_ids and token_ids[-1] in special:  # EOS and the padding of finished rows: no characters
+            token_ids.pop()
+        logprobs = logprobs[: len(token_ids)]
+        text = tokenizer.decode(token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        parsed = parse_points(text)
+        scores = item_scores(text, parsed, token_char_ends(tokenizer, token_ids), logprobs) if parsed.items else []
+        width, height = model_outputs["image_size"]
+        points, boxes = [], []
+        for item, score in zip(parsed.items, scores, strict=True):
+            if isinstance(item, Point):
+                points.append(_point_record(item, score, width, height))
+            else:
+                boxes.append(_box_record(item, score, width, height))
+        return {
+            "points": keep_top_points(points, max_points),
+            "boxes": boxes,
+            "text": text.strip(),
+            "parse_failed": parsed.parse_failed,
+        }
+
+    # ------------------------------------------------------------------ helpers
+    def _image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Projected features per row; each distinct image of the current call goes through the vision tower once."""
+        encoded = self._encoded_images
+        rows: list[int] = []
+        pending: list[int] = []
+        for pixels in pixel_values:
+            index = next((i for i, (known, _) in enumerate(encoded) if torch.equal(known, pixels)), None)
+            if index is None:
+                encoded.append((pixels, None))
+                index = len(encoded) - 1
+                pending.append(index)
+            rows.append(index)
+        if pending:
+            features = self.model.encode_images(torch.stack([encoded[index][0] for index in pending]))
+            for index, row_features in zip(pending, features, strict=True):
+                encoded[index] = (encoded[index][0], row_features)
+        return torch.stack([encoded[index][1] for index in rows])
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
+        """Saves model and processor, whose ``save_pretrained`` write this pipeline's code and ``custom_pipelines``
+        too (the package's one save path), for ``pipeline(model=folder, trust_remote_code=True)``.
+
+        The base class would record the task under its registered name and default model (a path on this machine);
+        the model's save records the folder's own task instead (see `robopoint_hf.hub_checkpoint`).
+        """
+        self.model.save_pretrained(save_directory, **kwargs)
+        self.processor.save_pretrained(save_directory, **kwargs)
+
+
+def left_align(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Moves padding to the left of every row (a no-op for left-padded rows).
+
+    The pipeline's batch collation pads on the tokenizer's side, which is the right for Llama tokenizers, while
+    batched generation needs left padding. A stable sort of each row by its mask puts pads first and keeps the
+    tokens in order.
+    """
+    if bool(attention_mask[:, -1].all()):
+        return input_ids, attention_mask
+    order = torch.sort(attention_mask, dim=1, stable=True).indices
+    return input_ids.gather(1, order), attention_mask.gather(1, order)
+
+
+def _default_model() -> str | None:
+    """The package's shipped tiny model (absent in a Hub copy of this file, which has no default)."""
+    try:
+        from robopoint_hf.checkpoints import default_model
+    except ImportError:
+        return None
+    return default_model()
+
+
+def register_pipeline() -> None:
+    """Registers ``"robopoint"`` with :func:`transformers.pipeline` (idempotent).
+
+    Registration also lets `RoboPointPipeline.save_pretrained` write ``custom_pipelines`` into config.json.
+    """
+    if PIPELINE_REGISTRY.supported_tasks.get(TASK, {}).get("impl") is RoboPointPipeline:
+        return
+    default = _default_model()
+    PIPELINE_REGISTRY.register_pipeline(
+        TASK,
+        pipeline_class=RoboPointPipeline,
+        pt_model=AutoModelForImageTextToText,
+        default={"model": (default, "main")} if default else None,
+        type="multimodal",
+    )
+
+
+__all__ = [
+    "RoboPointPipeline",
+    "generated_token_logprobs",
+    "item_scores",
+    "item_spans",
+    "keep_top_points",
+    "left_align",
+    "register_pipeline",
+    "token_char_ends",
+]
