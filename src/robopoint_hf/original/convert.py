@@ -249,10 +249,33 @@ def _save_llava_files(
 ) -> None:
     """Config, `LlavaProcessor` (tokenizer with `<image>` at the config's image token id, pad-to-square image
     processor, chat template), generation config suppressing the ids added for `<image>`."""
+    config.save_pretrained(out)
+    processor = llava_processor(tokenizer_source, config, chat_template, do_pad=do_pad, **image_kwargs)
+    processor.save_pretrained(out)
+    tokenizer_config_file = out / "tokenizer_config.json"
+    tokenizer_config = json.loads(tokenizer_config_file.read_text())
+    tokenizer_config["legacy"] = True
+    tokenizer_config_file.write_text(json.dumps(tokenizer_config, indent=2, ensure_ascii=False) + "\n")
+    extra_ids = list(range(config.image_token_id, config.text_config.vocab_size))
+    _generation_config(config, suppress_tokens=extra_ids).save_pretrained(out)
+
+
+def llava_processor(
+    tokenizer_source: str | os.PathLike, config, chat_template: str, *, do_pad: bool = True, **image_kwargs
+):
+    """The `LlavaProcessor` that prepares exactly what `RoboPointProcessor` does, for plain LLaVA models.
+
+    Args:
+        tokenizer_source (`str` or `os.PathLike`): folder or Hub id of the Llama tokenizer (one token short of the
+            config's vocabulary: `<image>` is added at the config's image token id).
+        config: the model's config (`LlavaConfig` or `RoboPointConfig`): patch size, feature selection.
+        chat_template (`str`): the Jinja chat template (see `robopoint_hf.model.templates.get_chat_template`).
+        do_pad (`bool`, *optional*, defaults to `True`): pad to a square with the CLIP mean colour first.
+        **image_kwargs: ``size`` (defaults to 336), ``image_mean``, ``image_std``.
+    """
     from transformers import AutoTokenizer, LlavaProcessor
     from transformers.models.llava import LlavaImageProcessorPil
 
-    config.save_pretrained(out)
     # legacy=True: whole-string tokenization then puts a "▁" after `<image>` exactly like the original's chunk-wise
     # tokenizer_image_token (transformers 5 rebuilds the pre-tokenizer from this flag and does not save it).
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, legacy=True)
@@ -272,7 +295,7 @@ def _save_llava_files(
         resample=3,  # bicubic, as CLIPImageProcessor
         **image_kwargs,
     )
-    processor = LlavaProcessor(
+    return LlavaProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
         patch_size=config.vision_config.patch_size,
@@ -280,13 +303,6 @@ def _save_llava_files(
         num_additional_image_tokens=1,  # CLIP's CLS, removed again by the "default" strategy
         chat_template=chat_template,
     )
-    processor.save_pretrained(out)
-    tokenizer_config_file = out / "tokenizer_config.json"
-    tokenizer_config = json.loads(tokenizer_config_file.read_text())
-    tokenizer_config["legacy"] = True
-    tokenizer_config_file.write_text(json.dumps(tokenizer_config, indent=2, ensure_ascii=False) + "\n")
-    extra_ids = list(range(config.image_token_id, config.text_config.vocab_size))
-    _generation_config(config, suppress_tokens=extra_ids).save_pretrained(out)
 
 
 def config_pads(checkpoint: OriginalCheckpoint) -> bool:
