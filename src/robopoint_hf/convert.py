@@ -223,37 +223,15 @@ def load_original_processor(
 
 def _save_llava_files(checkpoint: OriginalCheckpoint, config, out: Path, prompt_template: str) -> None:
     """Config, `LlavaProcessor` (tokenizer with `<image>` = 32000, pad-to-square image processor, chat template)."""
-    from transformers import AutoTokenizer, LlavaProcessor
-    from transformers.models.llava import LlavaImageProcessorPil
-
-    from .templates import get_chat_template
-
     config.save_pretrained(out)
-    # legacy=True: whole-string tokenization then puts a "▁" after `<image>` exactly like the original's chunk-wise
-    # tokenizer_image_token (transformers 5 rebuilds the pre-tokenizer from this flag and does not save it).
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder(checkpoint), legacy=True)
-    tokenizer.add_tokens(["<image>"], special_tokens=True)
-    if tokenizer.convert_tokens_to_ids("<image>") != IMAGE_TOKEN_ID:
-        raise OriginalCheckpointError(
-            f"<image> got id {tokenizer.convert_tokens_to_ids('<image>')} in the tokenizer of "
-            f"{tokenizer_folder(checkpoint)}, expected {IMAGE_TOKEN_ID} (a 32000-token Llama vocabulary)."
-        )
     image_kwargs = _image_processor_kwargs(checkpoint)
-    size = image_kwargs.pop("size", 336)
-    image_processor = LlavaImageProcessorPil(
+    processor = llava_processor(
+        tokenizer_folder(checkpoint),
+        config,
+        prompt_template,
         do_pad=config_pads(checkpoint),
-        size={"shortest_edge": size},
-        crop_size={"height": size, "width": size},
-        resample=3,  # bicubic, as CLIPImageProcessor
+        size=image_kwargs.pop("size", 336),
         **image_kwargs,
-    )
-    processor = LlavaProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        patch_size=config.vision_config.patch_size,
-        vision_feature_select_strategy=config.vision_feature_select_strategy,
-        num_additional_image_tokens=1,  # CLIP's CLS, removed again by the "default" strategy
-        chat_template=get_chat_template(prompt_template),
     )
     processor.save_pretrained(out)
     tokenizer_config_file = out / "tokenizer_config.json"
@@ -262,6 +240,56 @@ def _save_llava_files(checkpoint: OriginalCheckpoint, config, out: Path, prompt_
     tokenizer_config_file.write_text(json.dumps(tokenizer_config, indent=2, ensure_ascii=False) + "\n")
     extra_ids = list(range(IMAGE_TOKEN_ID, config.text_config.vocab_size))
     _generation_config(config, suppress_tokens=extra_ids).save_pretrained(out)
+
+
+def llava_processor(
+    tokenizer_source: str | os.PathLike,
+    config,
+    prompt_template: str,
+    *,
+    do_pad: bool = True,
+    size: int = 336,
+    **image_kwargs,
+):
+    """The `LlavaProcessor` that prepares exactly what `RoboPointProcessor` does, for plain LLaVA models.
+
+    Args:
+        tokenizer_source (`str` or `os.PathLike`): folder or Hub id of the 32000-token Llama tokenizer.
+        config: the model's config (`LlavaConfig` or `RoboPointConfig`): patch size, feature selection.
+        prompt_template (`str`): registry name of the chat template.
+        do_pad (`bool`, *optional*, defaults to `True`): pad to a square with the CLIP mean colour first.
+        size (`int`, *optional*, defaults to `336`): image side.
+        **image_kwargs: ``image_mean`` / ``image_std``.
+    """
+    from transformers import AutoTokenizer, LlavaProcessor
+    from transformers.models.llava import LlavaImageProcessorPil
+
+    from .templates import get_chat_template
+
+    # legacy=True: whole-string tokenization then puts a "▁" after `<image>` exactly like the original's chunk-wise
+    # tokenizer_image_token (transformers 5 rebuilds the pre-tokenizer from this flag and does not save it).
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, legacy=True)
+    tokenizer.add_tokens(["<image>"], special_tokens=True)
+    if tokenizer.convert_tokens_to_ids("<image>") != IMAGE_TOKEN_ID:
+        raise OriginalCheckpointError(
+            f"<image> got id {tokenizer.convert_tokens_to_ids('<image>')} in the tokenizer of {tokenizer_source}, "
+            f"expected {IMAGE_TOKEN_ID} (a 32000-token Llama vocabulary)."
+        )
+    image_processor = LlavaImageProcessorPil(
+        do_pad=do_pad,
+        size={"shortest_edge": size},
+        crop_size={"height": size, "width": size},
+        resample=3,  # bicubic, as CLIPImageProcessor
+        **image_kwargs,
+    )
+    return LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=config.vision_config.patch_size,
+        vision_feature_select_strategy=config.vision_feature_select_strategy,
+        num_additional_image_tokens=1,  # CLIP's CLS, removed again by the "default" strategy
+        chat_template=get_chat_template(prompt_template),
+    )
 
 
 def config_pads(checkpoint: OriginalCheckpoint) -> bool:
@@ -390,6 +418,7 @@ def verify_conversion(checkpoint: OriginalCheckpoint, out: Path, target: TargetF
 
 __all__ = [
     "convert_checkpoint",
+    "llava_processor",
     "parse_size",
     "probe_inputs",
     "verify_conversion",
