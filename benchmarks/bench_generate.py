@@ -19,14 +19,10 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from transformers import AutoTokenizer, LlavaConfig, LlavaForConditionalGeneration
+from random_models import QUESTIONS, native_twin, random_robopoint
+from transformers import AutoTokenizer, LlavaForConditionalGeneration
 
-from robopoint_hf import (
-    RoboPointConfig,
-    RoboPointForConditionalGeneration,
-    RoboPointImageProcessor,
-    RoboPointProcessor,
-)
+from robopoint_hf import RoboPointForConditionalGeneration, RoboPointImageProcessor, RoboPointProcessor
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZER = ROOT / "tests/fixtures/original/vicuna-mlp2x-full"
@@ -50,38 +46,11 @@ TEXT = dict(
     max_position_embeddings=2048,
     pad_token_id=0,
 )
-QUESTIONS = [
-    "Find a few spots within the vacant area on the rightmost white plate.",
-    "Point to the free space left of the sink.",
-    "Locate several points on the counter between the two cups.",
-    "Identify spots in the unoccupied space on the stair in the middle.",
-    "Point to the handle of the faucet.",
-    "Find free space in front of the dish rack.",
-    "Point to the sponge.",
-    "Locate a few points on the empty shelf above the mug.",
-]
 
 
 def build_models() -> tuple[RoboPointForConditionalGeneration, LlavaForConditionalGeneration]:
-    torch.manual_seed(0)
-    ours = RoboPointForConditionalGeneration(
-        RoboPointConfig(vision_config=VISION, text_config=TEXT, projector_type="mlp2x_gelu")
-    ).eval()
-    with torch.no_grad():  # a decisive (non-uniform) random model, so both decode the same long answer
-        for name, parameter in ours.named_parameters():
-            if parameter.dim() == 2:
-                parameter.normal_(0, 1.0 if "embed" in name else parameter.shape[1] ** -0.5)
-    # Native LLaVA embeds the placeholder id, so give it one more vocabulary row (never generated: see
-    # `suppress_tokens` below); logits over the 32000 real tokens are the same.
-    native_text = {**TEXT, "vocab_size": 32001}
-    native = LlavaForConditionalGeneration(
-        LlavaConfig(vision_config=VISION, text_config=native_text, image_token_index=32000)
-    ).eval()
-    state = ours.state_dict()
-    for name in ("model.language_model.embed_tokens.weight", "lm_head.weight"):
-        state[name] = torch.cat([state[name], torch.zeros_like(state[name][:1])])
-    native.load_state_dict(state, strict=True)
-    return ours, native
+    ours = random_robopoint(VISION, TEXT, projector_type="mlp2x_gelu")
+    return ours, native_twin(ours)
 
 
 def timed(function, repeats: int) -> tuple[float, object]:

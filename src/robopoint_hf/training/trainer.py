@@ -486,10 +486,6 @@ def build_trainer(
 
     ``max_samples`` keeps the first rows only (smoke runs); ``callbacks`` go to the trainer.
     """
-    from .collator import RoboPointDataCollator
-
-    if model_args.lora and training_args.projector_learning_rate is None:
-        training_args.projector_learning_rate = 2e-5  # the original mm_projector_lr of the LoRA scripts
     model, processor = load_model_and_processor(model_args, training_args)
     dataset, modality_lengths, counts = prepare_dataset(
         script_args, processor, training_args.max_length, training_args.dataset_num_proc
@@ -497,6 +493,25 @@ def build_trainer(
     if max_samples is not None and max_samples < len(dataset):
         dataset, modality_lengths = dataset.select(range(max_samples)), modality_lengths[:max_samples]
     logger.info("Training on %d rows (%d dropped as too long).", len(dataset), counts["too_long"])
+    return make_trainer(model, processor, dataset, modality_lengths, training_args, model_args, callbacks=callbacks)
+
+
+def make_trainer(
+    model,
+    processor,
+    dataset: datasets.Dataset,
+    modality_lengths: list[int] | None,
+    training_args: RoboPointSFTConfig,
+    model_args: ModelArguments,
+    *,
+    callbacks: list | None = None,
+) -> RoboPointSFTTrainer:
+    """[`RoboPointSFTTrainer`] over a model and data already prepared (see :func:`build_trainer`): our collator,
+    LoRA from ``model_args`` and the LoRA projector learning rate of the original scripts."""
+    from .collator import RoboPointDataCollator
+
+    if model_args.lora and training_args.projector_learning_rate is None:
+        training_args.projector_learning_rate = 2e-5  # the original mm_projector_lr of the LoRA scripts
     trainer = RoboPointSFTTrainer(
         model=model,
         args=training_args,
