@@ -81,8 +81,8 @@ def smart_resize(
         raise ValueError(f"image size must be positive, got height={height}, width={width}")
     if max(height, width) / min(height, width) > 200:
         raise ValueError(f"aspect ratio of {width}x{height} is over 200, which Qwen2-VL's processor refuses")
-    new_height = max(factor, round(height / factor) * factor)
-    new_width = max(factor, round(width / factor) * factor)
+    new_height = round(height / factor) * factor
+    new_width = round(width / factor) * factor
     if new_height * new_width > max_pixels:
         beta = math.sqrt(height * width / max_pixels)
         new_height = max(factor, math.floor(height / beta / factor) * factor)
