@@ -64,7 +64,7 @@ def test_robobrain2_pixel_tuples():
     assert _xy(parse_answer(text, "robobrain2", image_size=(640, 480))) == [
         (0.5875, 0.64375),
         (0.51875, 0.74375),
-        (0.6, 0.6979166666666666),
+        (0.6, 0.697916667),
     ]
 
 
