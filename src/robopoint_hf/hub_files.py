@@ -5,10 +5,11 @@ pillow installed -- no ``robopoint_hf``. ``evaluate`` 0.4.6 copies the files a m
 (``from .points import ...``) from the script's folder (``evaluate/loading.py``: ``get_imports`` +
 ``_download_additional_modules``), but only direct imports of the script, and it refuses a relative import named like
 the script itself (``where2place``). So the folder holds byte-identical copies of the canonical modules:
-``points.py`` and ``where2place.py`` saved as ``scoring.py``; the metric script imports both. Symlinks were rejected
+``points.py``, ``answer_formats.py``, ``protocols.py`` and ``where2place.py`` saved as ``scoring.py``; the metric script
+imports each of them directly. Symlinks were rejected
 (lost on Windows checkouts and in some Hub uploads). ``tests/test_where2place_metric.py`` fails when a copy is stale.
 
-Regenerate after editing `robopoint_hf.points` or `robopoint_hf.where2place`::
+Regenerate after editing any module of `METRIC_COPIES`::
 
     python -m robopoint_hf.hub_files          # write the copies
     python -m robopoint_hf.hub_files --check  # exit 1 if a copy is stale
@@ -23,7 +24,12 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 METRIC_DIR = PACKAGE_DIR / "metrics" / "where2place"
 """Folder of the Where2Place `evaluate` metric; ``evaluate.load(str(METRIC_DIR))`` loads it offline."""
 
-METRIC_COPIES: dict[str, str] = {"points.py": "points.py", "where2place.py": "scoring.py"}
+METRIC_COPIES: dict[str, str] = {
+    "points.py": "points.py",
+    "where2place.py": "scoring.py",
+    "answer_formats.py": "answer_formats.py",
+    "protocols.py": "protocols.py",
+}
 """Canonical module (in the package) -> copy name in `METRIC_DIR`."""
 
 
