@@ -19,8 +19,12 @@ Examples::
     robopoint eval score --answers answers/robopoint-13b.jsonl answers/gpt4o.jsonl --data-dir where2place \\
         --protocols strict original micro --visualize plots/
 
-Any benchmark laid out like Where2Place works: a question file of ``{"question_id", "image", "text"[, "category"]}``
-lines, ``images/``, and ``masks/NN.jpg`` by line position. Decoding is greedy by default (deterministic; a resumed
+    # another benchmark in its own layout (detected), another model's answer format, published scorers, a leaderboard
+    robopoint eval score --answers molmo.jsonl --data-dir RefSpatial-Bench --split placement --answer-format molmo \\
+        --protocols strict roborefer lmms_eval --json scores.json --leaderboard board/
+
+Benchmark folders are read in their published layouts (``robopoint_hf.benchmarks``: Where2Place, RoboAfford-Eval,
+RefSpatial-Bench, Point-Bench); ``eval run`` is another name for ``eval where2place``. Decoding is greedy by default (deterministic; a resumed
 run gives the same file); the original evaluation sampled at temperature 0.2 without a seed.
 """
 
