@@ -5,9 +5,10 @@ Why copies: the Space (``metrics/where2place/``) must load with ``evaluate.load`
 pillow installed -- no ``robopoint_hf``. ``evaluate`` 0.4.6 copies the files a metric script imports RELATIVELY
 (``from .points import ...``) from the script's folder (``evaluate/loading.py``: ``get_imports`` +
 ``_download_additional_modules``), but only direct imports of the script, and it refuses a relative import named like
-the script itself (``where2place``). So the folder holds copies of the canonical modules, ``model/points.py`` and
-``evaluation/where2place.py`` saved as ``scoring.py``, identical but for the package import of ``points``, which
-becomes the sibling import ``from .points import``; the metric script imports both. Symlinks were rejected
+the script itself (``where2place``). So the folder holds copies of the canonical modules (`METRIC_COPIES`: ``points.py``,
+``answer_formats.py``, ``protocols.py``, and ``where2place.py`` saved as ``scoring.py``), identical but for the
+package import of ``points``, which becomes the sibling import ``from .points import``; the metric script imports
+each of them directly. Symlinks were rejected
 (lost on Windows checkouts and in some Hub uploads). ``tests/test_where2place_metric.py`` fails when a copy is stale.
 
 The shipped default model (``default_model/``) is a Hub-native checkpoint like every folder the package writes: its
@@ -31,7 +32,12 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 METRIC_DIR = PACKAGE_DIR / "evaluation" / "metrics" / "where2place"
 """Folder of the Where2Place `evaluate` metric; ``evaluate.load(str(METRIC_DIR))`` loads it offline."""
 
-METRIC_COPIES: dict[str, str] = {"model/points.py": "points.py", "evaluation/where2place.py": "scoring.py"}
+METRIC_COPIES: dict[str, str] = {
+    "model/points.py": "points.py",
+    "evaluation/where2place.py": "scoring.py",
+    "evaluation/answer_formats.py": "answer_formats.py",
+    "evaluation/protocols.py": "protocols.py",
+}
 """Canonical module (in the package) -> copy name in `METRIC_DIR`."""
 
 

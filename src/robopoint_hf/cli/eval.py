@@ -19,8 +19,12 @@ Examples::
     robopoint eval score --answers answers/robopoint-13b.jsonl answers/gpt4o.jsonl --data-dir where2place \\
         --protocols strict original micro --visualize plots/
 
-Any benchmark laid out like Where2Place works: a question file of ``{"question_id", "image", "text"[, "category"]}``
-lines, ``images/``, and ``masks/NN.jpg`` by line position. Decoding is greedy by default (deterministic; a resumed
+    # another benchmark in its own layout (detected), another model's answer format, published scorers, a leaderboard
+    robopoint eval score --answers molmo.jsonl --data-dir RefSpatial-Bench --split placement --answer-format molmo \\
+        --protocols strict roborefer lmms_eval --json scores.json --leaderboard board/
+
+Benchmark folders are read in their published layouts (``robopoint_hf.evaluation.benchmarks``: Where2Place, RoboAfford-Eval,
+RefSpatial-Bench, Point-Bench); ``eval run`` is another name for ``eval where2place``. Decoding is greedy by default (deterministic; a resumed
 run gives the same file); the original evaluation sampled at temperature 0.2 without a seed.
 """
 
@@ -38,9 +42,26 @@ DEFAULT_PROTOCOLS = ("strict", "original")
 
 
 def _add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
-    from robopoint_hf.evaluation.where2place import PROTOCOLS
+    from robopoint_hf.evaluation.answer_formats import ANSWER_FORMATS
+    from robopoint_hf.evaluation.benchmarks import BENCHMARKS
+    from robopoint_hf.evaluation.leaderboard import ALL_PROTOCOLS as PROTOCOLS
 
-    parser.add_argument("--data-dir", required=True, help="benchmark folder: question file, images/, masks/")
+    parser.add_argument("--data-dir", required=True, help="benchmark folder, in the benchmark's own published layout")
+    parser.add_argument(
+        "--benchmark",
+        choices=BENCHMARKS,
+        help="which benchmark --data-dir holds (default: detected from its layout)",
+    )
+    parser.add_argument(
+        "--split",
+        help="RefSpatial-Bench: location, placement or unseen (default: all); RoboAfford-Eval: normxy or absxy",
+    )
+    parser.add_argument(
+        "--answer-format",
+        choices=ANSWER_FORMATS,
+        default="robopoint",
+        help="how the answers write points (default: %(default)s)",
+    )
     parser.add_argument(
         "--question-file",
         default="point_questions.jsonl",
@@ -55,7 +76,16 @@ def _add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"scoring protocols to report, of {', '.join(PROTOCOLS)} (default: strict original)",
     )
     parser.add_argument("--visualize", metavar="OUT_DIR", help="write one PNG per question and summary.png here")
-    parser.add_argument("--save-scores", metavar="JSON", help="write every score (per question too) to this file")
+    parser.add_argument(
+        "--json", "--save-scores", dest="json", metavar="FILE", help="write every score (per question too) here"
+    )
+    parser.add_argument(
+        "--leaderboard", metavar="OUT_DIR", help="write leaderboard.md/.csv/.json (per category, bootstrap 95%% CI)"
+    )
+    parser.add_argument(
+        "--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals (default: %(default)s)"
+    )
+    parser.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap (default: 0)")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -71,6 +101,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
     answer = verbs.add_parser(
         "where2place",
+        aliases=["run"],
         help="answer every question (resumable, data-parallel under accelerate launch), then score",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -126,17 +157,88 @@ def _fail(verb: str, message: str, code: int = 1) -> int:
     return code
 
 
+def _uses_legacy_report(args: argparse.Namespace, questions) -> bool:
+    """RoboPoint answers on a Where2Place folder under RoboPoint's protocols: the original score table."""
+    from robopoint_hf.evaluation.where2place import PROTOCOLS
+
+    return (
+        args.answer_format == "robopoint"
+        and all(p in PROTOCOLS for p in args.protocols)
+        and not args.leaderboard
+        and all(q.benchmark == "where2place" and not hasattr(q.image, "size") for q in questions)
+    )
+
+
+def _report_any(args: argparse.Namespace, labels, answer_files, records) -> int:
+    """Score on any benchmark under any protocol: leaderboard table, JSON, pictures."""
+    from robopoint_hf.evaluation.leaderboard import (
+        align_answers,
+        format_markdown,
+        leaderboard_rows,
+        mask_array,
+        score_records,
+        write_leaderboard,
+    )
+    from robopoint_hf.evaluation.where2place import load_answers
+
+    benchmark = records[0].benchmark if records else "?"
+    needs_masks = any(
+        p not in ("lmms_eval", "lmms_eval_json", "roboafford_eval", "roborefer", "embodied_r1") for p in args.protocols
+    )
+    masks = [mask_array(r.mask, name=f"question {r.question_id!r}") for r in records] if needs_masks else None
+    rows, scores, texts_by_model = [], {}, []
+    for label, answer_file in zip(labels, answer_files, strict=True):
+        answers = load_answers(answer_file)
+        scores[label] = {"answer_file": str(answer_file), "benchmark": benchmark, "answer_format": args.answer_format}
+        for protocol in args.protocols:
+            try:
+                texts = align_answers(records, answers, by_position=protocol == "original")
+            except ValueError as e:
+                raise ValueError(f"{answer_file}: {e}") from e
+            result = score_records(records, texts, protocol, answer_format=args.answer_format, masks=masks)
+            scores[label][protocol] = result.to_dict()
+            rows += leaderboard_rows(
+                label, benchmark, protocol, result, records, num_samples=args.bootstrap, seed=args.bootstrap_seed
+            )
+            if protocol == args.protocols[0]:
+                texts_by_model.append((texts, result))
+    print(format_markdown(rows))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(scores, f, indent=1)
+        print(f"scores: {args.json}")
+    if args.leaderboard:
+        written = write_leaderboard(rows, args.leaderboard)
+        print(f"leaderboard: {', '.join(str(p) for p in written)}")
+    if args.visualize:
+        from robopoint_hf.evaluation.plots import save_question_plots
+
+        written = save_question_plots(
+            records,
+            labels,
+            [t for t, _ in texts_by_model],
+            [r for _, r in texts_by_model],
+            args.visualize,
+            score_name=args.protocols[0],
+            answer_format=args.answer_format,
+        )
+        print(f"pictures: {len(written)} questions in {args.visualize}")
+    return 0
+
+
 def _report(args: argparse.Namespace, labels, answer_files, questions) -> int:
     """Score the answer files, print the table, and write the optional JSON and pictures."""
+    if not _uses_legacy_report(args, questions):
+        return _report_any(args, labels, answer_files, questions)
     from robopoint_hf.evaluation.runner import format_score_table, scores_to_dict
     from robopoint_hf.evaluation.where2place import align_answers, load_answers, score_answer_files
 
     results = score_answer_files(answer_files, args.data_dir, protocols=args.protocols, questions=questions)
     print(format_score_table(labels, results, args.protocols))
-    if args.save_scores:
-        with open(args.save_scores, "w", encoding="utf-8") as f:
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
             json.dump(scores_to_dict(labels, answer_files, results), f, indent=1)
-        print(f"scores: {args.save_scores}")
+        print(f"scores: {args.json}")
     if args.visualize:
         from robopoint_hf.evaluation.plots import save_question_plots, save_summary_chart
 
@@ -152,14 +254,14 @@ def _report(args: argparse.Namespace, labels, answer_files, questions) -> int:
 
 def run_score(args: argparse.Namespace) -> int:
     """``robopoint eval score``: bad files become a one-line error naming them."""
+    from robopoint_hf.evaluation.benchmarks import load_benchmark
     from robopoint_hf.evaluation.runner import default_labels
-    from robopoint_hf.evaluation.where2place import load_questions
 
     labels = args.labels or default_labels(args.answers)
     if len(labels) != len(args.answers):
         return _fail("score", f"got {len(args.answers)} answer files but {len(labels)} --labels", code=2)
     try:
-        questions = load_questions(args.data_dir, args.question_file)
+        questions = load_benchmark(args.data_dir, args.benchmark, split=args.split, question_file=args.question_file)
         return _report(args, labels, args.answers, questions)
     except (FileNotFoundError, ValueError) as error:
         return _fail("score", str(error))
@@ -174,14 +276,14 @@ def run_where2place(args: argparse.Namespace) -> int:
     import torch
     from accelerate import PartialState
 
+    from robopoint_hf.evaluation.benchmarks import load_benchmark
     from robopoint_hf.evaluation.runner import generation_kwargs, model_id_from_path, pipeline_answer_fn, run_answers
-    from robopoint_hf.evaluation.where2place import load_questions
     from robopoint_hf.model.templates import get_chat_template
 
     from .predict import load_pipeline, looks_like_path
 
-    try:
-        questions = load_questions(args.data_dir, args.question_file)  # before the model: a typo fails fast
+    try:  # before the model: a typo fails fast
+        questions = load_benchmark(args.data_dir, args.benchmark, split=args.split, question_file=args.question_file)
         generate_kwargs = generation_kwargs(
             temperature=args.temperature,
             top_p=args.top_p,
@@ -236,7 +338,7 @@ def run_where2place(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Runs the sub-command; ``robopoint eval`` alone prints the help."""
-    verbs = {"where2place": run_where2place, "score": run_score}
+    verbs = {"where2place": run_where2place, "run": run_where2place, "score": run_score}
     if args.eval_command is None:
         args.eval_parser.print_help()
         return 2

@@ -25,9 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from robopoint_hf.model.points import parse_points
-
-from .where2place import Where2PlaceQuestion, Where2PlaceResult, load_mask
+from .answer_formats import parse_answer
+from .where2place import Where2PlaceQuestion, Where2PlaceResult
 
 FIGURE_SIZE = (10.2, 6.6)
 """Inches, as the original."""
@@ -56,6 +55,7 @@ def plot_question(
     *,
     title: str = "",
     score_name: str = "accuracy",
+    answer_format: str = "robopoint",
 ):
     """A figure of one question: image, mask overlay and each model's points in that model's colour.
 
@@ -66,6 +66,7 @@ def plot_question(
             colour order; a `None` text is a missing answer, a `None` score a question the protocol skipped.
         title (`str`, *optional*): the figure title.
         score_name (`str`, *optional*): how the legend names the score (the protocol).
+        answer_format (`str`, *optional*): how the answers write points (see `robopoint_hf.evaluation.answer_formats`).
 
     Returns:
         `matplotlib.figure.Figure` (Agg canvas attached; ``fig.savefig`` works without pyplot).
@@ -93,7 +94,7 @@ def plot_question(
         handles.append(Patch(color=colors[0], alpha=0.6, label="Ground Truth"))
     for index, (label, text, score) in enumerate(answers):
         color = colors[index + 1]
-        parsed = parse_points(text) if text is not None else None
+        parsed = parse_answer(text, answer_format, image_size=(width, height)) if text is not None else None
         for point in parsed.points if parsed else ():
             x, y = (point.x * width, point.y * height) if point.normalized else (point.x, point.y)
             axes.add_patch(Circle((x, y), _DOT_RADIUS, color=color))
@@ -131,9 +132,26 @@ def plot_question(
     return figure
 
 
-def _file_name(position: int, question: Where2PlaceQuestion) -> str:
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(question.image).stem)
+def _file_name(position: int, question) -> str:
+    name = question.image_name if hasattr(question, "image_name") else Path(question.image).name
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(str(name)).stem)
     return f"{position:03d}_{stem}.png"
+
+
+def _image_and_mask(question) -> tuple[Image.Image, np.ndarray | None]:
+    """The question's image and its mask (channel 0 of a colour mask), from files or decoded records."""
+    from .leaderboard import mask_array
+
+    if isinstance(question.image, Image.Image):
+        image = question.image
+    else:
+        with Image.open(question.image) as opened:
+            opened.load()
+            image = opened
+    mask = question.mask
+    if isinstance(mask, (str, os.PathLike)) and not Path(mask).is_file():
+        mask = None
+    return image, mask_array(mask, name=f"question {question.question_id!r}")
 
 
 def save_question_plots(
@@ -145,11 +163,13 @@ def save_question_plots(
     *,
     score_name: str = "accuracy",
     dpi: int = 80,
+    answer_format: str = "robopoint",
 ) -> list[Path]:
-    """One PNG per question (``<position>_<image stem>.png``) with every model's answer.
+    """One PNG per question (``<position>_<image stem>.png``) comparing every model's answer.
 
     Args:
-        questions (`Sequence[Where2PlaceQuestion]`): the benchmark's questions.
+        questions (`Sequence`): the benchmark's questions (`Where2PlaceQuestion` or
+            `robopoint_hf.evaluation.benchmarks.BenchmarkRecord` of any benchmark).
         labels (`Sequence[str]`): model labels, one per answer set.
         texts (`Sequence[Sequence[str | None]]`): per model, the answer text of each question (aligned).
         results (`Sequence[Where2PlaceResult]`): per model, its scores under the protocol named ``score_name``.
@@ -164,14 +184,19 @@ def save_question_plots(
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for position, question in enumerate(questions):
-        with Image.open(question.image) as image:
-            image.load()
-        mask = load_mask(question.mask, name=f"question {question.question_id!r}") if question.mask.is_file() else None
+        image, mask = _image_and_mask(question)
         answers = [
             (label, model_texts[position], result.per_question[position])
             for label, model_texts, result in zip(labels, texts, results, strict=True)
         ]
-        figure = plot_question(image, mask, answers, title=question_title(question.text), score_name=score_name)
+        figure = plot_question(
+            image,
+            mask,
+            answers,
+            title=question_title(question.text),
+            score_name=score_name,
+            answer_format=answer_format,
+        )
         path = out / _file_name(position, question)
         figure.savefig(path, dpi=dpi)
         written.append(path)

@@ -15,8 +15,9 @@ format (so files from either side score with either scorer) and fixes what made 
   already answered in any shard file.
 * **Deterministic ids.** ``answer_id`` is a hash of model, question and answer instead of the original's random
   ``shortuuid``, which is what makes a resumed file identical to an uninterrupted one.
-* **Any benchmark in the layout.** Questions come from `robopoint_hf.evaluation.where2place.load_questions`: a question file,
-  ``images/`` and ``masks/NN.jpg`` by position; ``category`` is optional (written as ``null`` when absent).
+* **Any benchmark layout.** Questions are the records of `robopoint_hf.evaluation.benchmarks.load_benchmark` (Where2Place,
+  RoboAfford-Eval, RefSpatial-Bench, Point-Bench in their own layouts) or `robopoint_hf.evaluation.where2place.load_questions`;
+  ``category`` is optional (written as ``null`` when absent).
 
 Generation goes through `RoboPointPipeline` (see `pipeline_answer_fn`); the runner itself only needs a function
 from a batch of questions to answer texts, so other models (or canned answers in tests) plug in the same way.
@@ -470,7 +471,7 @@ def pipeline_answer_fn(
 
             set_seed(seed + zlib.crc32(_id_key(questions[0].question_id).encode("utf-8")))
         outputs = pipe(
-            [str(q.image) for q in questions],
+            [q.image if hasattr(q.image, "size") else str(q.image) for q in questions],  # decoded (parquet/zip)
             [instruction_of(q.text) for q in questions],
             batch_size=batch_size,
             answer_format=answer_format,

@@ -28,8 +28,9 @@ protocol                normalized ->   rounding      mask value          unpars
   answer is a wrong answer (0), boxes are clipped (no wrap-around).
 * ``micro`` is the Embodied-R1 variant (a micro average over all predicted points of ``mask > 0``); ``roboafford``
   rounds scaled coordinates with Python ``round()`` and thresholds at 0.5 (RoboAfford); ``category_mean`` averages
-  per category first (lmms-eval ports). These three were implemented from their published descriptions; their code
-  was not available to check against.
+  per category first (lmms-eval ports). These three follow those projects' published descriptions; the exact
+  scorers of Embodied-R1, RoboAfford-Eval, lmms-eval and RoboRefer, checked against their code, are
+  `robopoint_hf.evaluation.protocols`.
 
 Box expansion for the non-original protocols: corners are scaled like points, the box is the half-open pixel range
 ``[x0, x1) x [y0, y1)`` clipped to the image, every pixel counts as one point (as in the original).

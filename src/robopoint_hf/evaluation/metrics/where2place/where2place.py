@@ -7,9 +7,21 @@ script, so this folder loads with only evaluate, numpy and pillow installed).
 
 import datasets
 import evaluate
+import numpy as np
 
+from .answer_formats import ANSWER_FORMATS, parse_answer
 from .points import ParsedAnswer
+from .protocols import PUBLISHED_PROTOCOLS, score_published
 from .scoring import PROTOCOLS, score_where2place
+
+MASK_CONVENTIONS = {
+    "soft": None,
+    "round": lambda v: np.round(v / 255.0) >= 1,
+    "nonzero": lambda v: v > 0,
+    "over127": lambda v: v > 127,
+}
+"""How a benchmark's masks are read: as stored (``soft``; RoboPoint), rounded to 0/1 (lmms-eval), any non-zero value
+(RoboRefer, Embodied-R1) or above 127 (Point-Bench). Colour masks use channel 0."""
 
 _CITATION = """\
 @inproceedings{yuan2024robopoint,
@@ -36,7 +48,13 @@ Args:
     references (`list[PIL.Image.Image]` or `list[list[list[int]]]`): one single-channel mask per question
         (0..255; 255 = free space).
     protocol (`str`, *optional*, defaults to `"strict"`): one of "original", "strict", "micro", "roboafford",
-        "category_mean".
+        "category_mean", or a published harness's scorer, reproduced exactly: "lmms_eval", "lmms_eval_json",
+        "roboafford_eval", "roborefer", "embodied_r1" (these read raw answer texts and masks their own way).
+    answer_format (`str`, *optional*): the answers' format ("robopoint", "molmo", "qwen2.5-vl", "qwen3-vl",
+        "gemini-er", "robobrain2", "embodied-r1", ...); answers are converted to normalized points first.
+    mask_convention (`str`, *optional*): "soft" (default), "round", "nonzero" or "over127": the benchmark's
+        reading of its masks, applied before scoring.
+    benchmark (`str`, *optional*): for the published protocols: "where2place", "refspatial", "pointbench", ...
     image_sizes (`list[tuple[int, int]]`, *optional*): (width, height) per image, checked against the masks.
     categories (`list[str]`, *optional*): category per question (required by "category_mean").
 Returns:
@@ -76,10 +94,50 @@ class Where2Place(evaluate.Metric):
             reference_urls=["https://huggingface.co/datasets/wentao-yuan/where2place"],
         )
 
-    def _compute(self, predictions, references, protocol="strict", image_sizes=None, categories=None):
+    def _compute(
+        self,
+        predictions,
+        references,
+        protocol="strict",
+        image_sizes=None,
+        categories=None,
+        answer_format=None,
+        mask_convention=None,
+        benchmark="where2place",
+        counts=None,
+    ):
+        if protocol in PUBLISHED_PROTOCOLS:
+            result = score_published(
+                protocol,
+                predictions,
+                [np.asarray(r, dtype=np.uint8) if isinstance(r, list) else r for r in references],
+                benchmark=benchmark,
+                answer_format=answer_format,
+                categories=categories,
+                counts=counts,
+            )
+            return result.to_dict()
         if protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS + PUBLISHED_PROTOCOLS)}, got {protocol!r}")
+        if mask_convention is not None:
+            if mask_convention not in MASK_CONVENTIONS:
+                raise ValueError(
+                    f"mask_convention must be one of {', '.join(MASK_CONVENTIONS)}, got {mask_convention!r}"
+                )
+            rule = MASK_CONVENTIONS[mask_convention]
+            arrays = [np.asarray(r) for r in references]
+            arrays = [a[:, :, 0] if a.ndim == 3 else a for a in arrays]
+            references = arrays if rule is None else [np.where(rule(a), 255, 0).astype(np.uint8) for a in arrays]
         preds = [p if isinstance(p, (str, ParsedAnswer)) else [list(item) for item in p] for p in predictions]
+        if answer_format is not None:
+            if answer_format not in ANSWER_FORMATS:
+                raise ValueError(f"answer_format must be one of {', '.join(ANSWER_FORMATS)}, got {answer_format!r}")
+            sizes = image_sizes or [None] * len(preds)
+            shapes = [np.asarray(r).shape[:2] for r in references]
+            preds = [
+                parse_answer(p, answer_format, image_size=tuple(size) if size else (w, h)) if isinstance(p, str) else p
+                for p, size, (h, w) in zip(preds, sizes, shapes, strict=True)
+            ]
         result = score_where2place(
             preds, references, protocol=protocol, image_sizes=image_sizes, categories=categories
         )
