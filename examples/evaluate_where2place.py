@@ -17,10 +17,10 @@ import argparse
 from accelerate import PartialState
 from transformers import pipeline
 
+import robopoint_hf  # noqa: F401  (registers pipeline("robopoint") with transformers)
 from robopoint_hf.evaluation.plots import save_summary_chart
 from robopoint_hf.evaluation.runner import format_score_table, pipeline_answer_fn, run_answers
 from robopoint_hf.evaluation.where2place import load_questions, score_answer_files
-from robopoint_hf.model.pipeline_robopoint import register_pipeline
 
 
 def main() -> None:
@@ -34,7 +34,6 @@ def main() -> None:
     # Answer (greedy; resumable; one shard per process)
     ################
     state = PartialState()
-    register_pipeline()
     pipe = pipeline("robopoint", model=args.model, device=state.device)
     questions = load_questions(args.data_dir)
     answer_fn = pipeline_answer_fn(pipe, batch_size=4, max_new_tokens=1024)

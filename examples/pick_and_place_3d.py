@@ -25,11 +25,11 @@ import numpy as np
 from PIL import Image, ImageDraw
 from transformers import pipeline
 
+import robopoint_hf  # noqa: F401  (registers pipeline("robopoint") with transformers)
 from robopoint_hf.checkpoints import DEFAULT_MODEL_DIR
 from robopoint_hf.inference.placement import place_target
 from robopoint_hf.inference.visualize import draw_points
 from robopoint_hf.model.image_processing_robopoint import load_image
-from robopoint_hf.model.pipeline_robopoint import register_pipeline
 
 DEFAULT_IMAGE = DEFAULT_MODEL_DIR / "example_2_free_space_surface.jpg"
 DEFAULT_INSTRUCTION = "Point to the empty space on the near part of the table."
@@ -77,7 +77,6 @@ def main() -> None:
     else:  # synthetic depth at twice the colour resolution (same field of view)
         depth = synthetic_depth(2 * width, 2 * height, 2 * intrinsics[0], wall_row=2 * 0.27 * height)
 
-    register_pipeline()
     pipe = pipeline("robopoint", model=args.model or str(DEFAULT_MODEL_DIR), device="cpu")
     answer = pipe(image, args.instruction)
     print(f"{args.instruction}\n  answer: {answer['text']}")

@@ -14,9 +14,9 @@ import argparse
 
 from transformers import pipeline
 
+import robopoint_hf  # noqa: F401  (registers pipeline("robopoint") with transformers)
 from robopoint_hf.inference.visualize import draw_points
 from robopoint_hf.model.image_processing_robopoint import load_image
-from robopoint_hf.model.pipeline_robopoint import register_pipeline
 
 COLOURS = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180)]
 
@@ -30,7 +30,6 @@ def main() -> None:
     parser.add_argument("--out", default="points.png", help="annotated image (default: points.png)")
     args = parser.parse_args()
 
-    register_pipeline()  # idempotent; makes the "robopoint" task known to transformers.pipeline
     pipe = pipeline("robopoint", model=args.model, device="cpu")
     image = load_image(args.image)
     results = pipe(image, args.instruction, max_points=args.max_points)

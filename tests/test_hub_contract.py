@@ -61,12 +61,12 @@ def produced(tmp_path_factory) -> dict[str, Path]:
     """One folder per producer (the RoboPoint ones), written once for the module."""
     from test_tiny_model import _small_config
     from test_train import arguments, write_data
+    from tiny_model import build
     from transformers import pipeline
 
     from robopoint_hf.checkpoints import DEFAULT_MODEL_DIR
     from robopoint_hf.cli import main as cli_main
     from robopoint_hf.synthetic.scenes import generate_dataset
-    from robopoint_hf.tiny import build
     from robopoint_hf.training.trainer import main as train_main
 
     root = tmp_path_factory.mktemp("contract")

@@ -35,11 +35,16 @@ def register_auto_classes() -> None:
         AutoProcessor,
     )
 
+    from robopoint_hf import hub_checkpoint
+    from robopoint_hf.checkpoints import default_model
     from robopoint_hf.model.configuration_robopoint import RoboPointConfig
     from robopoint_hf.model.image_processing_robopoint import RoboPointImageProcessor
     from robopoint_hf.model.modeling_robopoint import RoboPointForConditionalGeneration
+    from robopoint_hf.model.package_services import SERVICES
     from robopoint_hf.model.pipeline_robopoint import register_pipeline
     from robopoint_hf.model.processing_robopoint import RoboPointProcessor
+    from robopoint_hf.original import checkpoint as original_checkpoint
+    from robopoint_hf.original.convert import load_original_processor
 
     AutoConfig.register("robopoint", RoboPointConfig, exist_ok=True)
     # Remote-code VLMs map AutoModel to the full generation model, and so do we (model cards call AutoModel).
@@ -53,19 +58,26 @@ def register_auto_classes() -> None:
     RoboPointForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
     RoboPointImageProcessor.register_for_auto_class("AutoImageProcessor")
     RoboPointProcessor.register_for_auto_class("AutoProcessor")
-    register_pipeline()  # pipeline("robopoint", model=...)
+    register_pipeline(default_model())  # pipeline("robopoint", model=...), the shipped model without model=
+
+    # What the model code does better with the package (see `robopoint_hf.model.package_services`).
+    SERVICES.update(
+        original_checkpoint=original_checkpoint,
+        load_original_processor=load_original_processor,
+        save_path=hub_checkpoint,
+    )
     _registered = True
 
 
-_REGISTERED_MODULES = tuple(
-    f"robopoint_hf.model.{name}"
-    for name in (
-        "configuration_robopoint",
-        "image_processing_robopoint",
-        "processing_robopoint",
-        "modeling_robopoint",
-        "pipeline_robopoint",
-    )
+_REGISTERED_MODULES = (
+    "robopoint_hf.model.configuration_robopoint",
+    "robopoint_hf.model.image_processing_robopoint",
+    "robopoint_hf.model.processing_robopoint",
+    "robopoint_hf.model.modeling_robopoint",
+    "robopoint_hf.model.pipeline_robopoint",
+    "robopoint_hf.original.checkpoint",
+    "robopoint_hf.original.convert",
+    "robopoint_hf.hub_checkpoint",
 )
 """The modules `register_auto_classes` imports: registering while one of them is half-imported would fail."""
 
@@ -86,7 +98,9 @@ def _try_register(finished: str | None = None) -> bool:
     try:
         register_auto_classes()
     except ImportError:
-        pass  # no torch: transformers itself works, RoboPoint models cannot, and say so when used
+        # Without torch transformers still works and RoboPoint models cannot (they say so when used): give up.
+        # With torch, a module was half-imported in a way not foreseen above: try again at the next import.
+        return importlib.util.find_spec("torch") is None
     finally:
         _registering = False
     return True

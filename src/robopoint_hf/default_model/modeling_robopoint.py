@@ -45,6 +45,7 @@ from transformers.models.llava.modeling_llava import (
 )
 
 from .configuration_robopoint import RoboPointConfig, projector_depth
+from .package_services import SERVICES
 
 
 class RoboPointProjector(nn.Module):
@@ -250,23 +251,6 @@ class RoboPointForConditionalGeneration(RoboPointPreTrainedModel, LlavaForCondit
         # transformers' own loader with an in-memory state dict: no random init, buffers built properly.
         return super().from_pretrained(None, config=config, state_dict=state_dict, dtype=dtype, **kwargs)
 
-    @classmethod
-    def from_components(
-        cls, language_model, vision_tower, projector=None, projector_type: str = "mlp2x_gelu", **kwargs
-    ):
-        """Assembles a model for stage-2 training from parts, as RoboPoint training starts: a Llama language model
-        (e.g. Vicuna-v1.5), a CLIP vision tower, and optionally LLaVA's stage-1 ``mm_projector.bin``.
-
-        See :func:`robopoint_hf.training.components.from_components` for the arguments.
-        """
-        try:  # training-side code, not part of the Hub copy of this file
-            from robopoint_hf.training.components import from_components
-        except ImportError as error:
-            raise ImportError(
-                "from_components needs the robopoint_hf package: pip install 'robopoint_hf[train]'"
-            ) from error
-        return from_components(language_model, vision_tower, projector, projector_type, **kwargs)
-
     @torch.no_grad()
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Projected image features ``[num_images, image_seq_length, hidden]``, reusable via ``image_features=``."""
@@ -347,10 +331,7 @@ class RoboPointForConditionalGeneration(RoboPointPreTrainedModel, LlavaForCondit
             if hub is not None:
                 hub.write_remote_code(folder)
 
-        try:  # package-only: the Hub copy of this file saves as transformers does
-            from robopoint_hf import hub_checkpoint as hub
-        except ImportError:
-            hub = None
+        hub = SERVICES.get("save_path")  # None in a Hub copy: it saves as transformers does
         if hub is None or os.path.isdir(save_directory) or kwargs.get("push_to_hub"):
             return save(save_directory)
         with hub.staged_folder(save_directory, processor=False) as staged:
@@ -391,18 +372,16 @@ def quantization_config(bits: int, compute_dtype: torch.dtype | None = None):
 def _original_checkpoint_module(path):
     """The package's reader of original-format checkpoints when `path` is one, else None.
 
-    Hub copies of this file run without the package installed; they then load converted folders only (the import
-    sits in a try block, which transformers' remote-code import check skips). With the package, a Hub id that is
-    neither cached nor reachable fails here at once, in one line (`hub_checkpoint.resolve_pretrained`).
+    Hub copies of this file run without the package installed; they then load converted folders only (see
+    `.package_services`). With the package, a Hub id that is neither cached nor reachable fails here at once, in one
+    line (`hub_checkpoint.resolve_pretrained`).
     """
-    try:
-        from robopoint_hf import hub_checkpoint
-        from robopoint_hf.original import checkpoint as original_checkpoint
-    except ImportError:
+    reader, hub = SERVICES.get("original_checkpoint"), SERVICES.get("save_path")
+    if reader is None or hub is None:
         return None
     if path is not None:
-        hub_checkpoint.resolve_pretrained(path)
-    return original_checkpoint if original_checkpoint.is_original_checkpoint(path) else None
+        hub.resolve_pretrained(path)
+    return reader if reader.is_original_checkpoint(path) else None
 
 
 # In-memory name prefix -> canonical llava-hf checkpoint prefix (what llava-hf repos, vLLM and SGLang read).

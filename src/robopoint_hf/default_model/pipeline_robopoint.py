@@ -439,23 +439,14 @@ def left_align(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[t
     return input_ids.gather(1, order), attention_mask.gather(1, order)
 
 
-def _default_model() -> str | None:
-    """The package's shipped tiny model (absent in a Hub copy of this file, which has no default)."""
-    try:
-        from robopoint_hf.checkpoints import default_model
-    except ImportError:
-        return None
-    return default_model()
-
-
-def register_pipeline() -> None:
-    """Registers ``"robopoint"`` with :func:`transformers.pipeline` (idempotent).
+def register_pipeline(default: str | None = None) -> None:
+    """Registers ``"robopoint"`` with :func:`transformers.pipeline` (idempotent), with `default` (a folder) as the
+    model of ``pipeline("robopoint")`` without ``model=`` (the package passes its shipped tiny model).
 
     Registration also lets `RoboPointPipeline.save_pretrained` write ``custom_pipelines`` into config.json.
     """
     if PIPELINE_REGISTRY.supported_tasks.get(TASK, {}).get("impl") is RoboPointPipeline:
         return
-    default = _default_model()
     PIPELINE_REGISTRY.register_pipeline(
         TASK,
         pipeline_class=RoboPointPipeline,

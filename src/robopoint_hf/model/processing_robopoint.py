@@ -21,6 +21,7 @@ from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
 from .image_processing_robopoint import RoboPointImageProcessor
+from .package_services import SERVICES
 from .templates import IMAGE_PLACEHOLDER, get_chat_template, template_name_of
 
 
@@ -70,27 +71,19 @@ class RoboPointProcessor(ProcessorMixin):
         For an original-format folder or Hub id the tokenizer comes from the checkpoint (LoRA: from ``model_base``)
         and the image preprocessing from its CLIP tower (``vision_tower``, default ``mm_vision_tower``).
         """
-        try:
-            from robopoint_hf.hub_checkpoint import resolve_pretrained
-            from robopoint_hf.original.checkpoint import is_original_checkpoint
-            from robopoint_hf.original.convert import load_original_processor
-        except ImportError:  # a Hub copy of this file, without the package: converted folders only
-            is_original_checkpoint = None
-        if is_original_checkpoint is not None:
-            resolve_pretrained(pretrained_model_name_or_path, what="processor")  # one line for an unreachable id
-            if is_original_checkpoint(pretrained_model_name_or_path):
-                return load_original_processor(pretrained_model_name_or_path, model_base, vision_tower)
+        reader, hub = SERVICES.get("original_checkpoint"), SERVICES.get("save_path")
+        if reader is not None and hub is not None:  # empty in a Hub copy: converted folders only
+            hub.resolve_pretrained(pretrained_model_name_or_path, what="processor")  # one line for an unreachable id
+            if reader.is_original_checkpoint(pretrained_model_name_or_path):
+                return SERVICES["load_original_processor"](pretrained_model_name_or_path, model_base, vision_tower)
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """:meth:`~transformers.ProcessorMixin.save_pretrained`; with the package installed, through its one save
         path (:func:`robopoint_hf.hub_checkpoint.write_remote_code`: code files, ``auto_map``)."""
         files = super().save_pretrained(save_directory, *args, **kwargs)
-        try:  # package-only: the Hub copy of this file saves as transformers does
-            from robopoint_hf.hub_checkpoint import write_remote_code
-        except ImportError:
-            return files
-        write_remote_code(save_directory)
+        if SERVICES.get("save_path") is not None:  # None in a Hub copy: it saves as transformers does
+            SERVICES["save_path"].write_remote_code(save_directory)
         return files
 
     @property
