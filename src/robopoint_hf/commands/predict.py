@@ -92,7 +92,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def load_pipeline(model: str, device: str, dtype: str, bits: int | None = None):
-    """Model + processor -> `RoboPointPipeline` on ``device``, optionally with a bitsandbytes-quantized LM."""
+    """Model + processor -> `RoboPointPipeline` on ``device``, optionally with a bitsandbytes-quantized LM.
+
+    ``device="auto"`` spreads the model over every visible GPU (``device_map="auto"``), for a model too large for one.
+    """
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -103,11 +106,12 @@ def load_pipeline(model: str, device: str, dtype: str, bits: int | None = None):
 
     torch_dtype = getattr(torch, dtype)
     if is_original_checkpoint(model):  # a published checkpoint in the original LLaVA format: convert in memory
-        if bits:
-            raise ValueError(f"convert {model} first (`robopoint convert`) to load it in {bits} bits")
+        if bits or device == "auto":
+            how = f"in {bits} bits" if bits else "spread over GPUs (auto)"
+            raise ValueError(f"convert {model} first (`robopoint convert`) to load it {how}")
         loaded = RoboPointForConditionalGeneration.from_pretrained(model, dtype=torch_dtype).to(device).eval()
         return RoboPointPipeline(model=loaded, processor=RoboPointProcessor.from_pretrained(model), device=device)
-    kwargs = {"dtype": torch_dtype, "device_map": {"": device}}
+    kwargs = {"dtype": torch_dtype, "device_map": "auto" if device == "auto" else {"": device}}
     if bits:
         kwargs["quantization_config"] = quantization_config(bits, compute_dtype=torch_dtype)
     loaded = AutoModelForImageTextToText.from_pretrained(model, **kwargs).eval()
