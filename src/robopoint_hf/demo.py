@@ -242,8 +242,9 @@ def answer_all(
 
 
 # ---------------------------------------------------------------------------------------------------- models
-ModelSpec = RoboPointPipeline | LocalColumn | EndpointColumn | str | os.PathLike
-"""A column as `build_demo` takes it: a ready pipeline, a parsed column, or a ``--model`` source string."""
+ModelSpec = Column | LocalColumn | EndpointColumn | str | os.PathLike
+"""A column as `build_demo` takes it: a ready pipeline (or other `Column`), a parsed column, or a ``--model``
+source string."""
 
 
 def load_models(
@@ -264,7 +265,7 @@ def load_models(
         raise ValueError("build_demo needs at least one model: {'label': pipeline, folder or endpoint URL}.")
     loaded: dict[str, Column] = {}
     for name, model in models.items():
-        if isinstance(model, RoboPointPipeline):
+        if isinstance(model, RoboPointPipeline) or callable(model):  # a ready pipeline or any other `Column`
             loaded[name] = model
             continue
         if isinstance(model, os.PathLike):
@@ -313,7 +314,9 @@ def _describe(model: Any) -> str:
         return model.describe()
     if isinstance(model, str):
         return parse_column(model, check_devices=False).describe()
-    return os.fspath(model)
+    if isinstance(model, os.PathLike):
+        return os.fspath(model)
+    return type(model).__name__
 
 
 def build_demo(
