@@ -53,9 +53,15 @@ def serving_available() -> str | None:
 
 @contextlib.contextmanager
 def openai_server(
-    model: str | os.PathLike, *, port: int | None = None, startup_timeout: float = STARTUP_TIMEOUT_S
+    model: str | os.PathLike,
+    *,
+    port: int | None = None,
+    startup_timeout: float = STARTUP_TIMEOUT_S,
+    extra_args: tuple[str, ...] = (),
 ) -> Iterator[str]:
     """Runs ``transformers serve MODEL`` on 127.0.0.1 and yields its base URL (``http://127.0.0.1:PORT/v1``).
+
+    ``extra_args`` are more ``transformers serve`` options (e.g. ``("--continuous-batching",)``).
 
     The server runs in its own process group, which is terminated (then killed) on exit whatever happened, so no
     test leaves a server behind. Start-up is bounded by ``startup_timeout``.
@@ -80,6 +86,7 @@ def openai_server(
         "float32",
         "--log-level",
         "warning",
+        *extra_args,
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -181,12 +188,12 @@ class ServedModel:
 
 
 @contextlib.contextmanager
-def served_checkpoint(source: Path, folder: Path) -> Iterator[ServedModel]:
+def served_checkpoint(source: Path, folder: Path, extra_args: tuple[str, ...] = ()) -> Iterator[ServedModel]:
     """Converts ``source`` both ways (``robopoint convert`` and ``robopoint export --format llava``) into ``folder``
-    and serves the export with ``transformers serve`` while the context is open."""
+    and serves the export with ``transformers serve`` (and ``extra_args``) while the context is open."""
     from robopoint_hf.convert import convert_checkpoint
 
     local = convert_checkpoint(source, folder / "robopoint", vision_tower=CLIP, dtype="float32")
     llava = convert_checkpoint(source, folder / "llava", vision_tower=CLIP, dtype="float32", target="llava")
-    with openai_server(llava) as url:
+    with openai_server(llava, extra_args=extra_args) as url:
         yield ServedModel(url=url, name=str(llava), local=local)
