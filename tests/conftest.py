@@ -176,3 +176,35 @@ def vicuna_full():
 @pytest.fixture(scope="session")
 def llama2_linear():
     return assemble_fixture_model("llama2-linear-full")
+
+
+POINTING_ANSWER = "[(12, 34), (56 ,78)]"
+"""The greedy answer of `pointing_server`'s model to any question (distinct tokens, as a bigram table needs)."""
+
+
+@pytest.fixture(scope="session")
+def fixture_server(tmp_path_factory):
+    """The original fixture checkpoint `vicuna-mlp2x-full` behind a real ``transformers serve`` on 127.0.0.1.
+
+    Its (random) answers depend on every pixel and prompt token, which is what makes equal endpoint and local answers
+    mean equal inputs. Skips with the install hint where ``transformers[serving]`` is missing.
+    """
+    from openai_server import served_checkpoint, serving_available
+
+    if reason := serving_available():
+        pytest.skip(reason)
+    with served_checkpoint(ORIGINAL / "vicuna-mlp2x-full", tmp_path_factory.mktemp("served-fixture")) as served:
+        yield served
+
+
+@pytest.fixture(scope="session")
+def pointing_server(tmp_path_factory):
+    """The fixture checkpoint rewritten to answer `POINTING_ANSWER`, behind a real ``transformers serve``."""
+    from openai_server import pointing_original_checkpoint, served_checkpoint, serving_available
+
+    if reason := serving_available():
+        pytest.skip(reason)
+    folder = tmp_path_factory.mktemp("served-pointing")
+    source = pointing_original_checkpoint(POINTING_ANSWER, folder / "original")
+    with served_checkpoint(source, folder) as served:
+        yield served

@@ -117,7 +117,7 @@ def test_predict_loads_original_format_checkpoints():
     import json as json_module
     from pathlib import Path
 
-    from robopoint_hf.cli.predict import load_pipeline
+    from robopoint_hf.inference.loading import load_pipeline
     from robopoint_hf.model.templates import get_chat_template
 
     original = Path(__file__).parent / "fixtures" / "original"

@@ -29,7 +29,9 @@ from robopoint_hf.demo.app import (  # noqa: E402
     gradio_temp_dir,
     launch_demo,
     load_examples,
+    load_models,
 )
+from robopoint_hf.demo.columns import EndpointColumn, EndpointPointer, LocalColumn, parse_column  # noqa: E402
 
 ANSWER_PIXELS = "[(12, 34), (56 ,78)]"  # every token distinct, as a bigram model needs
 ANSWER_NORMALIZED = "[(0.4, .9)]"
@@ -72,9 +74,9 @@ def model_folder(tmp_path_factory) -> Path:
 # ---------------------------------------------------------------------------------------------------- answer_all
 def test_answer_all_returns_each_models_pipeline_output(pipes):
     image = Image.open(EXAMPLE_IMAGE)
-    answers = list(answer_all(pipes, image, INSTRUCTION))
+    answers = sorted(answer_all(pipes, image, INSTRUCTION), key=lambda answer: answer.index)  # in finishing order
 
-    assert [answer.name for answer in answers] == ["pixels", "normalized"]
+    assert [(answer.index, answer.name) for answer in answers] == [(0, "pixels"), (1, "normalized")]
     for index, (answer, pipe) in enumerate(zip(answers, pipes.values(), strict=True)):
         assert answer.result == pipe(image.convert("RGB"), INSTRUCTION)
         assert answer.color == MODEL_COLORS[index]
@@ -164,7 +166,7 @@ def test_served_demo_answers_over_the_api_and_writes_nothing_outside_its_temp_di
             expected = [pipes[name](image, INSTRUCTION, max_new_tokens=64) for name in ("pixels", "normalized")]
             for job in jobs:
                 outputs = job.result(timeout=60)
-                assert [json.loads(outputs[index]) for index in (3, 7)] == expected
+                assert [json.loads(outputs[index]) for index in (4, 9)] == expected  # status, image, table, text, json
 
             import httpx
 
@@ -260,3 +262,94 @@ def test_cli_cleans_up_on_sigterm(model_folder, monkeypatch):
     assert demo_command.run(parse(["--model", str(model_folder)])) == 0
     assert not Path(seen["temp_dir"]).exists()
     assert signal.getsignal(signal.SIGTERM) is handler
+
+
+# ---------------------------------------------------------------------------------------------------- columns
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("./ckpt", LocalColumn("./ckpt")),
+        ("./ckpt@cpu", LocalColumn("./ckpt", "cpu")),
+        ("org/model@auto", LocalColumn("org/model", "auto")),
+        ("./ckpt@cuda:1", LocalColumn("./ckpt", "cuda:1")),
+        ("http://gpu-box:8000/v1", EndpointColumn("http://gpu-box:8000/v1")),
+        ("https://h/v1/#org/m-13b", EndpointColumn("https://h/v1", "org/m-13b")),
+        ("http://h:1/v1#m,answer-format=robopoint", EndpointColumn("http://h:1/v1", "m", "robopoint")),
+    ],
+)
+def test_column_sources_parse(source, expected):
+    assert parse_column(source, check_devices=False) == expected
+
+
+def test_a_folder_with_an_at_sign_stays_a_folder(tmp_path):
+    folder = tmp_path / "run@cuda:3"
+    folder.mkdir()
+    assert parse_column(str(folder)) == LocalColumn(str(folder))
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("./ckpt@gpu0", r"./ckpt@gpu0: unknown placement 'gpu0'; use cpu, cuda, cuda:N, mps or auto"),
+        ("./ckpt@cuda:99", r"./ckpt@cuda:99: placement 'cuda:99' but \d+ CUDA device\(s\) visible"),
+        ("http://h/v1#m,format=x", "unknown endpoint option 'format=x'"),
+        ("http://h/v1#m,answer-format=nope", "unknown answer format 'nope'; known: robopoint"),
+    ],
+)
+def test_bad_column_sources_are_named(source, message):
+    with pytest.raises(ValueError, match=message):
+        parse_column(source)
+
+
+def test_cpu_placement_loads_there(model_folder):
+    (pipe,) = load_models({"m": f"{model_folder}@cpu"}).values()
+    assert pipe.device.type == "cpu" and pipe.model.device.type == "cpu"
+    assert pipe(Image.open(EXAMPLE_IMAGE), INSTRUCTION)["text"] == ANSWER_PIXELS
+
+
+def test_cli_placement_and_endpoint_specs(model_folder, monkeypatch, capsys):
+    import robopoint_hf.demo.app as demo_module
+
+    seen = {}
+    monkeypatch.setattr(demo_module, "launch_demo", lambda demo, **options: seen.update(blocks=demo))
+    specs = ["--model", f"{model_folder}@cpu", "--model", "http://127.0.0.1:9/v1#org/served-13b"]
+    assert demo_command.parse_model_specs(specs[1::2]) == {
+        "pointing-model0": f"{model_folder}@cpu",
+        "served-13b": "http://127.0.0.1:9/v1#org/served-13b",
+    }
+    assert demo_command.run(parse(specs)) == 0  # nothing contacts the endpoint before the first question
+    assert demo_command.run(parse(["--model", f"{model_folder}@cuda:99"])) == 2
+    assert "placement 'cuda:99' but" in capsys.readouterr().err
+
+
+def test_a_down_endpoint_fails_in_its_column_only(pipes):
+    """The endpoint's one-line error is its column's status; the local column answers as usual."""
+    down = f"http://127.0.0.1:{free_port()}/v1"
+    columns = {"local": pipes["pixels"], "down": EndpointPointer(EndpointColumn(down, "m"))}
+    answers = sorted(answer_all(columns, Image.open(EXAMPLE_IMAGE), INSTRUCTION), key=lambda a: a.index)
+    assert answers[0].error is None and answers[0].result["text"] == ANSWER_PIXELS
+    assert answers[1].error.startswith(f"{down}/chat/completions: ConnectError")
+    assert answers[1].error.endswith("(gave up after 1 retries)") and "\n" not in answers[1].error
+    assert answers[1].result["points"] == [] and answers[1].annotated is None
+    assert answers[1].status().startswith("&#9888; http://127.0.0.1:")
+
+
+def test_columns_answer_concurrently():
+    """The first column can only answer once the second has started: run one after the other, it would wait."""
+    import threading
+
+    started = threading.Event()
+
+    def waits_for_the_other(image, text, **options):
+        assert started.wait(timeout=30), "the second column did not run while the first was working"
+        return {"points": [], "boxes": [], "text": "first", "parse_failed": False}
+
+    def starts(image, text, **options):
+        started.set()
+        return {"points": [], "boxes": [], "text": "second", "parse_failed": False}
+
+    answers = list(answer_all({"a": waits_for_the_other, "b": starts}, Image.new("RGB", (8, 8)), "Point."))
+    assert sorted((answer.name, answer.result["text"], answer.error) for answer in answers) == [
+        ("a", "first", None),
+        ("b", "second", None),
+    ]

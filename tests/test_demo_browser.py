@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from PIL import Image
 pytest.importorskip("gradio", reason="the demo needs the 'demo' extra (gradio)")
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the browser is Debian's)")
 
+from conftest import POINTING_ANSWER  # noqa: E402
 from test_demo import (  # noqa: E402
     ANSWER_NORMALIZED,
     ANSWER_PIXELS,
@@ -28,8 +30,10 @@ from test_demo import (  # noqa: E402
 )
 from test_pipeline_robopoint import make_pipe, pointing_model  # noqa: E402
 
-from robopoint_hf.cli.predict import load_pipeline  # noqa: E402
 from robopoint_hf.demo.app import build_demo, gradio_temp_dir, launch_demo, load_examples  # noqa: E402
+from robopoint_hf.evaluation.endpoint import EndpointClient, request_params  # noqa: E402
+from robopoint_hf.inference.loading import load_pipeline  # noqa: E402
+from robopoint_hf.inference.serving import build_messages, parse_response  # noqa: E402
 
 CHROMIUM = os.environ.get("ROBOPOINT_CHROMIUM", "/usr/bin/chromium")
 # No network beyond loopback here: without the background-networking flags Chromium keeps dialling Google's hosts.
@@ -82,13 +86,15 @@ def page(tmp_path_factory):
             context.close()
 
 
-def read_table(page, index: int) -> list[list[float]]:
-    """The body cells of model ``index``'s points table, as numbers, read through the grid's ARIA roles."""
+def read_cells(page, index: int) -> list[list[str]]:
+    """The body cells of model ``index``'s points table, as shown, read through the grid's ARIA roles."""
     rows = page.locator(f"#points-{index} [role=row][data-index]")
-    return [
-        [float(cell) for cell in rows.nth(row).locator("[role=gridcell]").all_inner_texts()]
-        for row in range(rows.count())
-    ]
+    return [rows.nth(row).locator("[role=gridcell]").all_inner_texts() for row in range(rows.count())]
+
+
+def read_table(page, index: int) -> list[list[float]]:
+    """The body cells of model ``index``'s points table, as numbers."""
+    return [[float(cell) for cell in row] for row in read_cells(page, index)]
 
 
 def test_page_shows_the_pipelines_points(served, page, tmp_path, monkeypatch):
@@ -146,3 +152,75 @@ def test_an_example_fills_the_inputs(served, page):
     preview.wait_for()
     page.wait_for_function("() => document.querySelector('#input-image img').naturalWidth > 0")
     assert preview.evaluate("img => img.naturalWidth") == Image.open(stair_image).width
+
+
+# ---------------------------------------------------------------------------------------------------- columns
+class Gate:
+    """A column that answers like ``pipe`` once the test opens the gate: a slow model whose status the page shows."""
+
+    def __init__(self, pipe):
+        self.pipe, self.open = pipe, threading.Event()
+
+    def __call__(self, image, instruction, **options):
+        if not self.open.wait(timeout=PAGE_TIMEOUT_MS / 1000):
+            raise TimeoutError("the test never opened the gate")
+        return self.pipe(image, instruction, **options)
+
+
+def status(page, index: int) -> str:
+    return page.locator(f"#status-{index}").inner_text()
+
+
+def wait_status(page, index: int, text: str) -> None:
+    page.wait_for_function(
+        "([index, text]) => (document.querySelector(`#status-${index}`)?.innerText ?? '').includes(text)",
+        arg=[index, text],
+        timeout=PAGE_TIMEOUT_MS,
+    )
+
+
+@pytest.mark.slow
+def test_local_endpoint_down_and_slow_columns(pointing_server, page, tmp_path):
+    """One page, four columns: a local model on cpu, the same checkpoint served by `transformers serve`, an endpoint
+    that is down, and a slow local column. The three answer (or fail, in one line) while the slow one says it is
+    still working; the served column shows exactly what `parse_response` reads from the server's reply."""
+    local = load_pipeline(str(pointing_server.local), "cpu", "float32")
+    down = f"http://127.0.0.1:{free_port()}/v1#robopoint"
+    gate = Gate(local)
+    columns = {"local": f"{pointing_server.local}@cpu", "served": pointing_server.url, "down": down, "slow": gate}
+    with gradio_temp_dir():
+        demo = build_demo(columns, examples=[])
+        url = launch_demo(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
+        try:
+            page.set_default_timeout(PAGE_TIMEOUT_MS)
+            page.goto(url)
+            page.locator("#input-image input[type=file]").set_input_files(str(EXAMPLE_IMAGE))
+            page.locator("#input-image img").wait_for()
+            page.locator("#instruction textarea").fill(INSTRUCTION)
+            page.locator("#submit").click()
+            for index in (0, 1):
+                wait_status(page, index, "answered in")
+            wait_status(page, 2, "gave up")
+            assert "working" in status(page, 3)  # the slow column holds nobody and says so
+            gate.open.set()
+            wait_status(page, 3, "answered in")
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "demo_browser_columns.png"), full_page=True)
+            shown = [json.loads(page.locator(f"#json-{index} .cm-content").inner_text()) for index in (0, 1, 3)]
+            error = status(page, 2)
+        finally:
+            demo.close()
+
+    image = Image.open(EXAMPLE_IMAGE)
+    expected_local = local(image, INSTRUCTION)
+    with EndpointClient(pointing_server.url) as client:
+        reply = client.chat(build_messages(image, INSTRUCTION), logprobs=True, **request_params(max_new_tokens=256))
+    expected_served = parse_response(reply, image.size)
+    assert expected_local["text"] == expected_served["text"] == POINTING_ANSWER
+    assert shown == [expected_local, expected_served, expected_local]
+    assert [point["score"] for point in expected_served["points"]] == [None, None]  # transformers serve: no logprobs
+    assert error.count("\n") == 0 and error.startswith(f"⚠ {down.partition('#')[0]}/chat/completions: ConnectError")
+    assert read_cells(page, 1) == [  # no score without log-probabilities
+        ["1", "0.0187", "0.0708", "12", "34", ""],
+        ["2", "0.0875", "0.1625", "56", "78", ""],
+    ]

@@ -18,15 +18,8 @@ from conftest import run_without_robopoint_hf, tiny_model, tiny_processor
 from PIL import Image
 from transformers import pipeline
 
-from robopoint_hf.model.pipeline_robopoint import (
-    RoboPointPipeline,
-    item_scores,
-    item_spans,
-    keep_top_points,
-    left_align,
-    register_pipeline,
-    token_char_ends,
-)
+from robopoint_hf.model.pipeline_robopoint import RoboPointPipeline, left_align, register_pipeline, token_char_ends
+from robopoint_hf.model.point_records import item_scores, item_spans, keep_top_points
 from robopoint_hf.model.points import ANSWER_FORMAT_SUFFIX, parse_points
 
 SCORE_TOLERANCE = 1e-4  # float32 softmax over 32000 logits

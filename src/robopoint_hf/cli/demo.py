@@ -4,10 +4,16 @@ Examples::
 
     robopoint demo --model ./robopoint-13b
     robopoint demo --model 13B=./robopoint-13b --model 7B=./robopoint-7b --device cuda --load-4bit
+    robopoint demo --model 13B=./robopoint-13b@cuda:0 --model 7B=./robopoint-7b@cuda:1
+    robopoint demo --model 13B=./robopoint-13b@auto          # spread over every visible GPU
+    robopoint demo --model 13B=http://gpu-box:8000/v1 --model 7B=./robopoint-7b@cuda:0
     robopoint demo --model ./robopoint-13b --host 0.0.0.0 --port 8080 --max-file-size 5mb
 
-Each ``--model`` adds a column: a folder or Hub id, optionally labelled ``LABEL=PATH`` (default label: the folder
-name). The page listens on 127.0.0.1 only unless ``--host`` says otherwise (it has no login). ``--share`` opens a
+Each ``--model`` adds a column, optionally labelled ``LABEL=SOURCE`` (default label: the folder name or served
+model name). ``SOURCE`` is a folder or Hub id with an optional placement ``@cpu``, ``@cuda``, ``@cuda:N``, ``@mps``
+or ``@auto`` (``device_map="auto"``; without one, ``--device``), or the ``/v1`` URL of an OpenAI-compatible server
+(vLLM, SGLang, TGI, ``transformers serve``) serving a plain-LLaVA export (``robopoint export``), with
+``#SERVED_NAME`` when it serves several models. Columns answer concurrently. The page listens on 127.0.0.1 only unless ``--host`` says otherwise (it has no login). ``--share`` opens a
 public gradio.live link (needs internet). Uploads and result images live in a temporary folder that is deleted
 when the demo stops. Needs the ``demo`` extra: ``pip install "robopoint_hf[demo]"``.
 """
@@ -22,20 +28,11 @@ import signal
 import sys
 from collections.abc import Iterator
 
+from robopoint_hf.demo import DEFAULT_HOST, DEFAULT_MAX_FILE_SIZE, DEFAULT_PORT
+
 from .predict import DEFAULT_MODEL, add_loading_arguments, quantization_bits
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_MAX_FILE_SIZE", "DEFAULT_PORT", "add_parser", "parse_model_specs", "run"]
-
-DEFAULT_HOST = "127.0.0.1"
-"""Loopback only: the demo has no login, so reaching it from the network is an explicit choice."""
-
-DEFAULT_PORT = 7860
-
-DEFAULT_MAX_FILE_SIZE = "20mb"
-"""Largest upload: a 4K phone photo is well under it; a multi-hundred-megabyte upload is a mistake or an attack.
-
-These defaults live here rather than in :mod:`robopoint_hf.demo.app` (which re-exports them) so that ``robopoint --help``
-does not import Gradio."""
+__all__ = ["add_parser", "parse_model_specs", "run"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -49,8 +46,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--model",
         action="append",
-        metavar="[LABEL=]PATH",
-        help="model folder or Hub id; repeat for side-by-side models"
+        metavar="[LABEL=]SOURCE",
+        help="PATH[@cpu|cuda|cuda:N|mps|auto] or http://HOST:PORT/v1[#SERVED_NAME]; repeat for side-by-side models"
         + (f" (default: {DEFAULT_MODEL})" if DEFAULT_MODEL else " (at least one required)"),
     )
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"interface to listen on (default: {DEFAULT_HOST})")
@@ -68,16 +65,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def parse_model_specs(specs: list[str]) -> dict[str, str]:
-    """``["13B=./a", "./b"]`` -> ``{"13B": "./a", "b": "./b"}``, in order; repeated labels get ``" (2)"``, ...
+    """``["13B=./a", "./b@cpu", "http://h:8000/v1#m"]`` -> ``{"13B": "./a", "b": "./b@cpu", "m": "http://..."}``, in
+    order; repeated labels get ``" (2)"``, ...
 
-    ``LABEL=PATH`` is split on the first ``=`` unless the whole spec is an existing path (a folder whose name holds
-    ``=`` stays a folder).
+    ``LABEL=SOURCE`` is split on the first ``=`` unless the whole spec is an existing path (a folder whose name holds
+    ``=`` stays a folder) or a URL. The default label is the folder name without its placement, or the served
+    model's name (else the server's host and port).
     """
+    from urllib.parse import urlsplit
+
     models: dict[str, str] = {}
     for spec in specs:
         label, sep, path = spec.partition("=")
-        if not sep or not label or not path or os.path.exists(spec):
-            label, path = os.path.basename(os.path.normpath(spec)) or spec, spec
+        if spec.startswith(("http://", "https://")):
+            name = spec.partition("#")[2].split(",")[0]
+            label, path = os.path.basename(name.rstrip("/")) or urlsplit(spec).netloc, spec
+        elif not sep or not label or not path or os.path.exists(spec):
+            folder = spec if os.path.exists(spec) else spec.rpartition("@")[0] or spec
+            label, path = os.path.basename(os.path.normpath(folder)) or spec, spec
         unique, count = label, 1
         while unique in models:
             count += 1
@@ -127,10 +132,18 @@ def run(args: argparse.Namespace) -> int:
     specs = args.model or ([DEFAULT_MODEL] if DEFAULT_MODEL else [])
     if not specs:
         return fail("--model is required (this build ships no default model)", code=2)
+    from robopoint_hf.demo.columns import LocalColumn, parse_column
+
     models = parse_model_specs(specs)
-    for label, path in models.items():
-        if path.startswith(("/", ".", "~")) and not os.path.isdir(path):
-            return fail(f"model folder not found for {label!r}: {path}")
+    for label, source in models.items():
+        try:
+            column = parse_column(source)
+        except ValueError as error:
+            return fail(f"--model {label}: {error}", code=2)
+        if isinstance(column, LocalColumn):
+            path = column.source
+            if path.startswith(("/", ".", "~")) and not os.path.isdir(path):
+                return fail(f"model folder not found for {label!r}: {path}")
     try:
         import gradio  # noqa: F401  (fail with the install hint before loading any model)
     except ImportError:

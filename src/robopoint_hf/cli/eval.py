@@ -15,6 +15,10 @@ Examples::
     accelerate launch --num_processes 4 -m robopoint_hf.cli eval where2place --model ./robopoint-13b \\
         --data-dir where2place --output answers/robopoint-13b.jsonl --batch-size 8
 
+    # a model served by any OpenAI-compatible engine (vLLM, SGLang, TGI, transformers serve): 8 requests at a time
+    robopoint eval where2place --endpoint http://127.0.0.1:8000/v1 --endpoint-model robopoint-13b-llava \\
+        --data-dir where2place --output answers/r13b-vllm.jsonl --concurrency 8
+
     # score and compare existing answer files (also those of the original model_vqa.py), with pictures
     robopoint eval score --answers answers/robopoint-13b.jsonl answers/gpt4o.jsonl --data-dir where2place \\
         --protocols strict original micro --visualize plots/
@@ -34,7 +38,9 @@ import argparse
 import json
 import sys
 
-from .predict import DEFAULT_DTYPES, DEFAULT_MODEL, positive_int
+from robopoint_hf.inference.loading import DEFAULT_DTYPES
+
+from .predict import DEFAULT_MODEL, positive_int
 
 __all__ = ["add_parser", "run", "run_score", "run_where2place"]
 
@@ -88,6 +94,37 @@ def _add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap (default: 0)")
 
 
+def _add_endpoint_arguments(parser: argparse.ArgumentParser) -> None:
+    from robopoint_hf.evaluation.endpoint import (
+        DEFAULT_CONCURRENCY,
+        DEFAULT_MAX_RETRIES,
+        DEFAULT_REQUEST_TIMEOUT,
+    )
+
+    group = parser.add_argument_group("served model (instead of --model)")
+    group.add_argument("--endpoint", metavar="URL", help="OpenAI-compatible API base, e.g. http://127.0.0.1:8000/v1")
+    group.add_argument("--endpoint-model", metavar="NAME", help="served model name (default: the server's only one)")
+    group.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=DEFAULT_CONCURRENCY,
+        help="requests in flight; answers are saved every this many questions (default: %(default)s)",
+    )
+    group.add_argument(
+        "--max-retries",
+        type=int,
+        default=DEFAULT_MAX_RETRIES,
+        help="retries of a request that failed transiently (connection, timeout, HTTP 408/429/5xx) (default: 5)",
+    )
+    group.add_argument(
+        "--request-timeout",
+        type=float,
+        default=DEFAULT_REQUEST_TIMEOUT,
+        metavar="SECONDS",
+        help="longest one request may take (default: %(default)s)",
+    )
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Registers ``eval`` (with sub-commands ``where2place`` and ``score``) on the ``robopoint`` command line."""
     parser = subparsers.add_parser(
@@ -108,8 +145,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     answer.add_argument(
         "--model",
-        default=DEFAULT_MODEL,
-        help="RoboPoint model folder or Hub id" + (f" (default: {DEFAULT_MODEL})" if DEFAULT_MODEL else " (required)"),
+        help="RoboPoint model folder or Hub id"
+        + (f" (default: {DEFAULT_MODEL})" if DEFAULT_MODEL else " (required unless --endpoint)"),
     )
     answer.add_argument("--output", required=True, help="answer file (JSON lines); an existing one is resumed")
     _add_scoring_arguments(answer)
@@ -139,6 +176,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     answer.add_argument("--overwrite", action="store_true", help="delete an existing answer file instead of resuming")
     answer.add_argument("--device", choices=("cpu", "cuda", "mps"), help="default: the process's accelerate device")
     answer.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="default: float32 on cpu, etc.")
+    _add_endpoint_arguments(answer)
 
     score = verbs.add_parser(
         "score",
@@ -267,10 +305,62 @@ def run_score(args: argparse.Namespace) -> int:
         return _fail("score", str(error))
 
 
+def _run_endpoint(args: argparse.Namespace) -> int:
+    """``robopoint eval where2place --endpoint``: answer through the served model (resumable), then score."""
+    from robopoint_hf.evaluation.endpoint import EndpointClient, EndpointError, endpoint_answer_fn, request_params
+    from robopoint_hf.evaluation.runner import model_id_from_path, run_answers
+    from robopoint_hf.evaluation.where2place import load_questions
+
+    local_only = {
+        "--model": args.model,
+        "--prompt-template": args.prompt_template,
+        "--device": args.device,
+        "--dtype": args.dtype,
+        "--num-beams": args.num_beams if args.num_beams != 1 else None,
+    }
+    given = [flag for flag, value in local_only.items() if value is not None]
+    if given:
+        return _fail("where2place", f"{', '.join(given)} cannot be used with --endpoint (the server decides)", code=2)
+    try:
+        questions = load_questions(args.data_dir, args.question_file)
+        params = request_params(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens)
+        with EndpointClient(
+            args.endpoint, args.endpoint_model, max_retries=args.max_retries, request_timeout=args.request_timeout
+        ) as client:
+            model_id = args.model_id or model_id_from_path(client.model)
+            answer_fn = endpoint_answer_fn(
+                client,
+                concurrency=args.concurrency,
+                answer_format=args.answer_format,
+                add_answer_format=args.add_answer_format,
+                seed=args.seed,
+                **params,
+            )
+            records = run_answers(
+                questions,
+                answer_fn,
+                args.output,
+                model_id=model_id,
+                batch_size=args.concurrency,
+                overwrite=args.overwrite,
+                progress=lambda done, total: print(f"{done}/{total} answered", file=sys.stderr, flush=True),
+            )
+        print(f"answers: {args.output} ({len(records)} questions, model_id {model_id!r})")
+        return _report(args, [model_id], [args.output], questions)
+    except (FileNotFoundError, ValueError, EndpointError) as error:
+        return _fail("where2place", str(error))
+
+
 def run_where2place(args: argparse.Namespace) -> int:
     """``robopoint eval where2place``: answer (resumably, sharded), merge, score."""
     import os
 
+    if args.endpoint is not None:
+        return _run_endpoint(args)
+    endpoint_only = [flag for flag in ("endpoint_model",) if getattr(args, flag) is not None]
+    if endpoint_only:
+        return _fail("where2place", "--endpoint-model needs --endpoint", code=2)
+    args.model = args.model or DEFAULT_MODEL
     if args.model is None:
         return _fail("where2place", "--model is required (this build ships no default model)", code=2)
     import torch
@@ -278,9 +368,10 @@ def run_where2place(args: argparse.Namespace) -> int:
 
     from robopoint_hf.evaluation.benchmarks import load_benchmark
     from robopoint_hf.evaluation.runner import generation_kwargs, model_id_from_path, pipeline_answer_fn, run_answers
+    from robopoint_hf.inference.loading import load_pipeline
     from robopoint_hf.model.templates import get_chat_template
 
-    from .predict import load_pipeline, looks_like_path
+    from .predict import looks_like_path
 
     try:  # before the model: a typo fails fast
         questions = load_benchmark(args.data_dir, args.benchmark, split=args.split, question_file=args.question_file)

@@ -21,14 +21,12 @@ import os
 import sys
 
 from robopoint_hf.checkpoints import default_model
+from robopoint_hf.inference.loading import DEFAULT_DTYPES, load_pipeline
 
 __all__ = ["DEFAULT_MODEL", "add_parser", "run"]
 
 DEFAULT_MODEL: str | None = default_model()
 """Model used without ``--model``: the tiny demonstration model shipped in the package (synthetic scenes only)."""
-
-DEFAULT_DTYPES = {"cpu": "float32", "cuda": "bfloat16", "mps": "float16"}
-"""Weight dtype per device when ``--dtype`` is not given: exact float32 on CPU, the usual half types elsewhere."""
 
 
 def positive_int(text: str) -> int:
@@ -89,32 +87,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.set_defaults(func=run)
     return parser
-
-
-def load_pipeline(model: str, device: str, dtype: str, bits: int | None = None):
-    """Model + processor -> `RoboPointPipeline` on ``device``, optionally with a bitsandbytes-quantized LM."""
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    from robopoint_hf.hub_checkpoint import resolve_pretrained
-    from robopoint_hf.model.modeling_robopoint import RoboPointForConditionalGeneration, quantization_config
-    from robopoint_hf.model.pipeline_robopoint import RoboPointPipeline
-    from robopoint_hf.model.processing_robopoint import RoboPointProcessor
-    from robopoint_hf.original.checkpoint import is_original_checkpoint
-
-    resolve_pretrained(model)  # a Hub id neither cached nor reachable: one line, at once
-    torch_dtype = getattr(torch, dtype)
-    if is_original_checkpoint(model):  # a published checkpoint in the original LLaVA format: convert in memory
-        if bits:
-            raise ValueError(f"convert {model} first (`robopoint convert`) to load it in {bits} bits")
-        loaded = RoboPointForConditionalGeneration.from_pretrained(model, dtype=torch_dtype).to(device).eval()
-        return RoboPointPipeline(model=loaded, processor=RoboPointProcessor.from_pretrained(model), device=device)
-    kwargs = {"dtype": torch_dtype, "device_map": {"": device}}
-    if bits:
-        kwargs["quantization_config"] = quantization_config(bits, compute_dtype=torch_dtype)
-    loaded = AutoModelForImageTextToText.from_pretrained(model, **kwargs).eval()
-    processor = AutoProcessor.from_pretrained(model)
-    return RoboPointPipeline(model=loaded, processor=processor, device=loaded.device)
 
 
 def format_result(result: dict) -> str:

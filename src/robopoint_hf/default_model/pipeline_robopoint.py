@@ -23,7 +23,6 @@ numpy/PIL/transformers (``.points``, ``.image_processing_robopoint``) -- never `
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -33,7 +32,8 @@ from transformers import AutoModelForImageTextToText, GenerationConfig, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .image_processing_robopoint import load_image
-from .points import Box, ParsedAnswer, Point, add_answer_format, parse_points, to_normalized, to_pixels
+from .point_records import answer_records, item_scores, keep_top_points
+from .points import add_answer_format, parse_points
 
 TASK = "robopoint"
 IMAGE_PLACEHOLDER = "<image>"
@@ -70,53 +70,6 @@ def token_char_ends(tokenizer, token_ids: Sequence[int]) -> list[int]:
     return ends
 
 
-def item_spans(text: str, parsed: ParsedAnswer) -> list[tuple[int, int]]:
-    """Character span ``[start, end)`` of every item of ``parsed`` (points and boxes, in text order).
-
-    :func:`~.points.parse_points` reports values, not positions; rather than a second grammar, the spans come from
-    the parser itself: an item ends on a closing bracket, and the ``k``-th item ends where a prefix of the text first
-    holds ``k + 1`` items (matches never change when text is appended after them). A tuple holds only numbers, so it
-    starts at the last opening bracket before its end.
-    """
-    spans: list[tuple[int, int]] = []
-    for end in (index + 1 for index, char in enumerate(text) if char in ")]"):
-        if len(spans) == len(parsed.items):
-            break
-        if len(parse_points(text[:end]).items) > len(spans):
-            start = max(text.rfind("(", 0, end - 1), text.rfind("[", 0, end - 1))
-            spans.append((start, end))
-    return spans
-
-
-def item_scores(text: str, parsed: ParsedAnswer, char_ends: Sequence[int], token_logprobs: Sequence[float]) -> list:
-    """Confidence of every parsed item: geometric mean of the probabilities of the tokens spelling its tuple.
-
-    A token belongs to a tuple when its characters overlap the tuple's, from the opening to the closing bracket.
-    The geometric mean (``exp`` of the mean token log-probability) is the per-token confidence of the whole tuple:
-    it does not shrink with the number of tokens the tokenizer spends on it (a product would penalise ``0.461``
-    against ``.5``), and unlike the minimum it is not decided by one near-tie in the last digit. Values lie in
-    ``(0, 1]``.
-
-    Args:
-        text (`str`): the decoded answer the items were parsed from.
-        parsed ([`~points.ParsedAnswer`]): ``parse_points(text)``.
-        char_ends (`Sequence[int]`): :func:`token_char_ends` of the generated tokens.
-        token_logprobs (`Sequence[float]`): log-probability of each generated token under the decoding distribution.
-
-    Returns:
-        `list[float]`: one score per item of ``parsed.items``.
-    """
-    scores = []
-    for start, end in item_spans(text, parsed):
-        covering = [
-            logprob
-            for index, (logprob, token_end) in enumerate(zip(token_logprobs, char_ends, strict=True))
-            if token_end > start and (char_ends[index - 1] if index else 0) < end
-        ]
-        scores.append(math.exp(sum(covering) / len(covering)))
-    return scores
-
-
 def generated_token_logprobs(
     scores: Sequence[torch.Tensor], new_tokens: torch.Tensor, beam_indices: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -144,42 +97,6 @@ def generated_token_logprobs(
     return (
         torch.stack(columns, dim=1) if columns else new_tokens.new_zeros((new_tokens.shape[0], 0), dtype=torch.float)
     )
-
-
-def _point_record(point: Point, score: float, width: int, height: int) -> dict[str, Any]:
-    normalized = to_normalized([point], width, height)[0]
-    pixel = to_pixels([point], width, height)[0]
-    return {
-        "x": float(normalized.x),
-        "y": float(normalized.y),
-        "x_px": math.floor(pixel.x),
-        "y_px": math.floor(pixel.y),
-        "score": score,
-    }
-
-
-def _box_record(box: Box, score: float, width: int, height: int) -> dict[str, Any]:
-    first = _point_record(Point(box.x0, box.y0, box.normalized), score, width, height)
-    second = _point_record(Point(box.x1, box.y1, box.normalized), score, width, height)
-    return {
-        "x0": first["x"],
-        "y0": first["y"],
-        "x1": second["x"],
-        "y1": second["y"],
-        "x0_px": first["x_px"],
-        "y0_px": first["y_px"],
-        "x1_px": second["x_px"],
-        "y1_px": second["y_px"],
-        "score": score,
-    }
-
-
-def keep_top_points(points: list[dict[str, Any]], max_points: int | None) -> list[dict[str, Any]]:
-    """The ``max_points`` highest-scoring points, still in the model's order (ties: earlier point wins)."""
-    if max_points is None or len(points) <= max_points:
-        return points
-    ranked = sorted(range(len(points)), key=lambda index: -points[index]["score"])[:max_points]
-    return [points[index] for index in sorted(ranked)]
 
 
 # ---------------------------------------------------------------------------------------------------- pipeline
@@ -382,13 +299,7 @@ class RoboPointPipeline(Pipeline):
         text = tokenizer.decode(token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
         parsed = parse_points(text)
         scores = item_scores(text, parsed, token_char_ends(tokenizer, token_ids), logprobs) if parsed.items else []
-        width, height = model_outputs["image_size"]
-        points, boxes = [], []
-        for item, score in zip(parsed.items, scores, strict=True):
-            if isinstance(item, Point):
-                points.append(_point_record(item, score, width, height))
-            else:
-                boxes.append(_box_record(item, score, width, height))
+        points, boxes = answer_records(parsed, tuple(model_outputs["image_size"]), scores)
         return {
             "points": keep_top_points(points, max_points),
             "boxes": boxes,
@@ -459,9 +370,6 @@ def register_pipeline(default: str | None = None) -> None:
 __all__ = [
     "RoboPointPipeline",
     "generated_token_logprobs",
-    "item_scores",
-    "item_spans",
-    "keep_top_points",
     "left_align",
     "register_pipeline",
     "token_char_ends",

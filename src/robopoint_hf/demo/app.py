@@ -6,13 +6,18 @@ Python::
     from robopoint_hf.demo.app import build_demo, gradio_temp_dir, launch_demo
 
     with gradio_temp_dir():
-        demo = build_demo({"13B": "./robopoint-13b", "7B": pipe_7b})
+        demo = build_demo({"13B": "./robopoint-13b@cuda:0", "7B": pipe_7b, "vLLM": "http://gpu-box:8000/v1"})
         launch_demo(demo)  # http://127.0.0.1:7860, blocks until Ctrl-C
+
+A column is a model in this process (placed on a device of its own, or spread over the GPUs) or a model served by
+an OpenAI-compatible engine on this or another machine (:mod:`.demo_columns`). Columns answer concurrently; each
+says whether it is still working, and an error (an endpoint down, a timeout) shows in its own column only.
 
 What changed against the original web demo (controller + worker + Gradio server, see the reference notes §5):
 
-* no controller or worker processes: the models are loaded in this process and answered through
-  ``pipeline("robopoint")``, so the page shows exactly what the library returns (points, pixels, scores);
+* no controller or worker processes of its own: local models are answered through ``pipeline("robopoint")`` in
+  this process, so the page shows exactly what the library returns (points, pixels, scores); models on other GPUs
+  or machines are served by the engines built for it (vLLM, SGLang, TGI, ``transformers serve``);
 * any image size and aspect ratio (the pipeline pads like RoboPoint; the original's crop mode crashed on wide
   images) and points mapped to the ORIGINAL image, without the original's off-by-one pixel on odd padding;
 * the answer-format sentence is appended visibly (a checkbox showing the sentence), never cut off by a length limit;
@@ -28,10 +33,13 @@ from __future__ import annotations
 import contextlib
 import html
 import json
+import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,10 +47,12 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from robopoint_hf.cli.demo import DEFAULT_HOST, DEFAULT_MAX_FILE_SIZE, DEFAULT_PORT
 from robopoint_hf.inference.visualize import draw_points
 from robopoint_hf.model.pipeline_robopoint import RoboPointPipeline
 from robopoint_hf.model.points import ANSWER_FORMAT_SUFFIX
+
+from . import DEFAULT_HOST, DEFAULT_MAX_FILE_SIZE, DEFAULT_PORT
+from .columns import EndpointColumn, EndpointPointer, LocalColumn, parse_column
 
 __all__ = [
     "DEFAULT_HOST",
@@ -56,7 +66,14 @@ __all__ = [
     "gradio_temp_dir",
     "launch_demo",
     "load_examples",
+    "load_models",
 ]
+
+logger = logging.getLogger(__name__)
+
+Column = Callable[..., dict[str, Any]]
+"""What answers a column: ``column(image, instruction, **options) -> pipeline result`` -- a `RoboPointPipeline` or
+an `~demo_columns.EndpointPointer`."""
 
 DEFAULT_MAX_NEW_TOKENS = 256
 QUEUE_SIZE = 64
@@ -79,6 +96,8 @@ MODEL_COLORS: tuple[tuple[int, int, int], ...] = (
 """Marker colour of the i-th model (cycled): distinct hues, so side-by-side answers are told apart at a glance."""
 
 TABLE_HEADERS = ["#", "x", "y", "x_px", "y_px", "score"]
+WORKING = "&#8987; working&#8230;"
+"""Status line of a column that has not answered the current question yet."""
 
 # Fonts the browser already has: Gradio's default theme fetches Google Fonts, which fails (slowly) on the offline
 # robot-lab machines this demo is meant for and leaks every page view to a third party.
@@ -93,22 +112,45 @@ class ModelAnswer:
 
     Args:
         name (`str`): the model's label on the page.
-        result (`dict`): the pipeline's output (``points``, ``boxes``, ``text``, ``parse_failed``), unchanged.
+        result (`dict`): the pipeline's output (``points``, ``boxes``, ``text``, ``parse_failed``), unchanged; empty
+            when the column failed.
         annotated (`PIL.Image.Image`): the input image with the points (numbered) and boxes drawn in ``color``.
         color (`tuple[int, int, int]`): the model's marker colour.
+        index (`int`, *optional*, defaults to 0): the column's position on the page.
+        seconds (`float`, *optional*): how long the column took.
+        error (`str`, *optional*): why the column has no answer (one line: an endpoint down, a timeout, ...).
     """
 
     name: str
     result: dict[str, Any]
-    annotated: Image.Image
+    annotated: Image.Image | None
     color: tuple[int, int, int]
+    index: int = 0
+    seconds: float | None = None
+    error: str | None = None
 
-    def table(self) -> list[list[float | int]]:
-        """Rows of the points table: number, normalized x/y, pixel x/y, score (rounded for reading; JSON is exact)."""
+    def table(self) -> list[list[float | int | None]]:
+        """Rows of the points table: number, normalized x/y, pixel x/y, score (rounded for reading; JSON is exact).
+
+        The score is None when the model gave none (an endpoint that returns no log-probabilities).
+        """
         return [
-            [index, round(point["x"], 4), round(point["y"], 4), point["x_px"], point["y_px"], round(point["score"], 4)]
+            [
+                index,
+                round(point["x"], 4),
+                round(point["y"], 4),
+                point["x_px"],
+                point["y_px"],
+                None if point["score"] is None else round(point["score"], 4),
+            ]
             for index, point in enumerate(self.result["points"], start=1)
         ]
+
+    def status(self) -> str:
+        """The column's status line: how long it took, or its error."""
+        if self.error is not None:
+            return f"&#9888; {html.escape(self.error)}"
+        return f"answered in {self.seconds:.1f} s" if self.seconds is not None else "answered"
 
     def json(self) -> str:
         """The pipeline's output as indented JSON: what the copy button copies."""
@@ -126,8 +168,43 @@ def _generation_options(temperature: float, max_new_tokens: int, max_points: int
     return options
 
 
+def _check_inputs(image: Image.Image | None, instruction: str | None) -> tuple[Image.Image, str]:
+    """The RGB image and stripped instruction; a ValueError the page shows when either is missing."""
+    if image is None:
+        raise ValueError("Upload an image or pick an example first.")
+    instruction = (instruction or "").strip()
+    if not instruction:
+        raise ValueError("Type an instruction, e.g. 'Point to the free space left of the mug.'")
+    return image.convert("RGB"), instruction
+
+
+def _answer_one(
+    index: int, name: str, column: Column, image: Image.Image, instruction: str, options: dict[str, Any]
+) -> ModelAnswer:
+    """One column's answer, or its error as one line: a failing column must not take the others down."""
+    color = MODEL_COLORS[index % len(MODEL_COLORS)]
+    start = time.perf_counter()
+    try:
+        result = column(image, instruction, **options)
+    except Exception as error:  # shown in the column; the traceback goes to the log
+        logger.exception("Column %r failed", name)
+        empty = {"points": [], "boxes": [], "text": "", "parse_failed": False}
+        message = " ".join(str(error).split()) or type(error).__name__
+        return ModelAnswer(name, empty, None, color, index, time.perf_counter() - start, message)
+    boxes = [(box["x0"], box["y0"], box["x1"], box["y1"]) for box in result["boxes"]]
+    annotated = draw_points(
+        image,
+        [(point["x"], point["y"]) for point in result["points"]],
+        normalized=True,
+        boxes=boxes,
+        color=color,
+        numbered=True,
+    )
+    return ModelAnswer(name, result, annotated, color, index, time.perf_counter() - start)
+
+
 def answer_all(
-    pipelines: Mapping[str, RoboPointPipeline],
+    pipelines: Mapping[str, Column],
     image: Image.Image,
     instruction: str,
     *,
@@ -136,14 +213,14 @@ def answer_all(
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     max_points: int | None = None,
 ) -> Iterator[ModelAnswer]:
-    """Asks every model the same question, yielding each answer as soon as it is ready.
+    """Asks every column the same question at once, yielding each answer as soon as it is ready.
 
-    A generator rather than a list so the page can show the first model's answer while a larger one is still
-    generating. Models run one after another: they usually share one accelerator, where running them at the same
-    time would only make both slower.
+    Columns run concurrently (one thread each: the models run on their own devices or servers, and a slow one does
+    not hold the others); answers come in the order they finish, each with its column ``index``. A column that
+    fails yields a `ModelAnswer` with its ``error`` and no points.
 
     Args:
-        pipelines (`Mapping[str, RoboPointPipeline]`): label -> pipeline, in page order.
+        pipelines (`Mapping[str, Column]`): label -> pipeline or endpoint column, in page order.
         image (`PIL.Image.Image`): the image, any size and aspect ratio.
         instruction (`str`): what to point at.
         answer_format (`bool`, *optional*, defaults to `True`): append `~points.ANSWER_FORMAT_SUFFIX`.
@@ -154,56 +231,68 @@ def answer_all(
     Raises:
         ValueError: no image or an empty instruction (the page shows the message).
     """
-    if image is None:
-        raise ValueError("Upload an image or pick an example first.")
-    instruction = (instruction or "").strip()
-    if not instruction:
-        raise ValueError("Type an instruction, e.g. 'Point to the free space left of the mug.'")
-    image = image.convert("RGB")
-    options = _generation_options(temperature, max_new_tokens, max_points)
-    for index, (name, pipe) in enumerate(pipelines.items()):
-        result = pipe(image, instruction, answer_format=answer_format, **options)
-        color = MODEL_COLORS[index % len(MODEL_COLORS)]
-        boxes = [(box["x0"], box["y0"], box["x1"], box["y1"]) for box in result["boxes"]]
-        annotated = draw_points(
-            image,
-            [(point["x"], point["y"]) for point in result["points"]],
-            normalized=True,
-            boxes=boxes,
-            color=color,
-            numbered=True,
-        )
-        yield ModelAnswer(name=name, result=result, annotated=annotated, color=color)
+    image, instruction = _check_inputs(image, instruction)
+    options = {"answer_format": answer_format, **_generation_options(temperature, max_new_tokens, max_points)}
+    with ThreadPoolExecutor(max_workers=len(pipelines)) as pool:
+        futures = [
+            pool.submit(_answer_one, index, name, column, image, instruction, options)
+            for index, (name, column) in enumerate(pipelines.items())
+        ]
+        for future in as_completed(futures):
+            yield future.result()
 
 
 # ---------------------------------------------------------------------------------------------------- models
+ModelSpec = Column | LocalColumn | EndpointColumn | str | os.PathLike
+"""A column as `build_demo` takes it: a ready pipeline (or other `Column`), a parsed column, or a ``--model``
+source string."""
+
+
 def load_models(
-    models: Mapping[str, RoboPointPipeline | str | os.PathLike],
+    models: Mapping[str, ModelSpec],
     device: str | None = None,
     dtype: str | None = None,
     bits: int | None = None,
-) -> dict[str, RoboPointPipeline]:
-    """Label -> pipeline, loading the entries given as a folder or Hub id (ready pipelines are kept as they are).
+) -> dict[str, Column]:
+    """Label -> column, loading local models where placed and connecting endpoint columns.
 
-    Loading happens here, before the page starts, so that a wrong path fails at start-up and not for the first
-    visitor. Paths load like ``robopoint predict`` does (:func:`.commands.predict.load_pipeline`).
+    Sources given as text are parsed by `~demo_columns.parse_column` (``PATH[@PLACEMENT]`` or ``URL[#NAME]``).
+    Loading happens here, before the page starts, so that a wrong path or placement fails at start-up and not for
+    the first visitor. Paths load like ``robopoint predict`` does (:func:`robopoint_hf.inference.loading.load_pipeline`);
+    ``device`` is where the models without a placement go. Endpoints are not contacted until the first question:
+    a server that is down (or still starting) only shows as an error in its column.
     """
     if not models:
-        raise ValueError("build_demo needs at least one model: {'label': pipeline or folder}.")
-    loaded = {}
+        raise ValueError("build_demo needs at least one model: {'label': pipeline, folder or endpoint URL}.")
+    loaded: dict[str, Column] = {}
     for name, model in models.items():
-        if isinstance(model, RoboPointPipeline):
+        if isinstance(model, RoboPointPipeline) or callable(model):  # a ready pipeline or any other `Column`
             loaded[name] = model
             continue
-        if not isinstance(model, (str, os.PathLike)):
-            raise TypeError(f"Model {name!r} must be a RoboPointPipeline, a folder or a Hub id; got {type(model)}.")
-        import torch
-
-        from robopoint_hf.cli.predict import DEFAULT_DTYPES, load_pipeline
-
-        target = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        loaded[name] = load_pipeline(os.fspath(model), target, dtype or DEFAULT_DTYPES[target], bits)
+        if isinstance(model, os.PathLike):
+            model = LocalColumn(os.fspath(model))
+        elif isinstance(model, str):
+            model = parse_column(model)
+        if isinstance(model, EndpointColumn):
+            loaded[name] = EndpointPointer(model)
+        elif isinstance(model, LocalColumn):
+            loaded[name] = _load_local(model, device, dtype, bits)
+        else:
+            raise TypeError(
+                f"Model {name!r} must be a RoboPointPipeline, a folder, a Hub id or a URL; got {type(model)}."
+            )
     return loaded
+
+
+def _load_local(column: LocalColumn, device: str | None, dtype: str | None, bits: int | None) -> RoboPointPipeline:
+    import torch
+
+    from robopoint_hf.inference.loading import DEFAULT_DTYPES, load_pipeline
+
+    cuda = torch.cuda.is_available()
+    target = column.placement or device or ("cuda" if cuda else "cpu")
+    kind = ("cuda" if cuda else "cpu") if target == "auto" else target.split(":")[0]
+    return load_pipeline(column.source, target, dtype or DEFAULT_DTYPES[kind], bits)
 
 
 def load_examples(folder: str | os.PathLike = EXAMPLES_DIR) -> list[list[str]]:
@@ -222,11 +311,17 @@ def _model_header(name: str, color: tuple[int, int, int], source: str) -> str:
 def _describe(model: Any) -> str:
     if isinstance(model, RoboPointPipeline):
         return model.model.name_or_path or "in-memory pipeline"
-    return os.fspath(model)
+    if isinstance(model, (LocalColumn, EndpointColumn)):
+        return model.describe()
+    if isinstance(model, str):
+        return parse_column(model, check_devices=False).describe()
+    if isinstance(model, os.PathLike):
+        return os.fspath(model)
+    return type(model).__name__
 
 
 def build_demo(
-    models: Mapping[str, RoboPointPipeline | str | os.PathLike],
+    models: Mapping[str, ModelSpec],
     *,
     device: str | None = None,
     dtype: str | None = None,
@@ -238,21 +333,21 @@ def build_demo(
 
     Component ``elem_id``s are stable so that tests and users' scripts can find them: ``input-image``,
     ``instruction``, ``answer-format``, ``temperature``, ``max-new-tokens``, ``max-points``, ``submit``, and per
-    model ``i`` (0-based, in ``models`` order) ``annotated-i``, ``points-i``, ``text-i``, ``json-i``.
+    model ``i`` (0-based, in ``models`` order) ``status-i``, ``annotated-i``, ``points-i``, ``text-i``, ``json-i``.
 
     Args:
-        models (`Mapping[str, RoboPointPipeline | str | os.PathLike]`): label -> pipeline, or folder / Hub id to
-            load (see `load_models`). Shown side by side in this order.
-        device, dtype (`str`, *optional*): where and in which dtype to load the models given by path (default:
-            cuda if available, else cpu; float32 on cpu, bfloat16 on cuda).
+        models (`Mapping[str, ModelSpec]`): label -> pipeline, folder / Hub id (``@PLACEMENT`` optional) or
+            endpoint URL (see `load_models`). Shown side by side in this order.
+        device, dtype (`str`, *optional*): where and in which dtype to load the models given by path without a
+            placement (default: cuda if available, else cpu; float32 on cpu, bfloat16 on cuda).
         bits (`int`, *optional*): 4 or 8 to quantize the language models given by path.
         examples (`list[list[str]]`, *optional*): ``[image path, instruction]`` rows; defaults to the shipped
             `load_examples`. Pass ``[]`` for none.
         title (`str`, *optional*, defaults to `"RoboPoint"`): page title.
 
     Returns:
-        `gr.Blocks`: queued, one prediction at a time (pipelines are not re-entrant and the models share a device;
-        visitors wait their turn, up to `QUEUE_SIZE` of them); start it with `launch_demo`.
+        `gr.Blocks`: queued, one question at a time (its columns answer concurrently; a pipeline is not re-entrant,
+        so visitors wait their turn, up to `QUEUE_SIZE` of them); start it with `launch_demo`.
     """
     pipelines = load_models(models, device=device, dtype=dtype, bits=bits)
     sources = {name: _describe(models[name]) for name in pipelines}
@@ -318,6 +413,7 @@ def build_demo(
                     with gr.Column(min_width=280):
                         gr.HTML(_model_header(name, MODEL_COLORS[index % len(MODEL_COLORS)], sources[name]))
                         outputs += [
+                            gr.HTML("", elem_id=f"status-{index}"),
                             gr.Image(
                                 type="pil",
                                 format="png",
@@ -351,11 +447,12 @@ def build_demo(
                         ]
 
         def on_submit(image, instruction, answer_format, temperature, max_new_tokens, max_points):
-            """Streams the answers into their columns as they come; columns still generating keep their content.
+            """Marks every column as working, then streams each answer into its column as it comes.
 
             Every update carries all answers so far, so the last one (what API clients get) holds every model's.
             """
             update = [gr.skip()] * len(outputs)
+            width = len(outputs) // len(pipelines)
             try:
                 answers = answer_all(
                     pipelines,
@@ -366,8 +463,13 @@ def build_demo(
                     max_new_tokens=max_new_tokens,
                     max_points=int(max_points),
                 )
-                for index, answer in enumerate(answers):
-                    update[4 * index : 4 * index + 4] = [
+                _check_inputs(image, instruction)  # before any column says it is working
+                for index in range(len(pipelines)):
+                    update[width * index] = WORKING
+                yield list(update)
+                for answer in answers:
+                    update[width * answer.index : width * (answer.index + 1)] = [
+                        answer.status(),
                         answer.annotated,
                         answer.table(),
                         answer.result["text"],

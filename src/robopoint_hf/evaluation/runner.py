@@ -227,6 +227,11 @@ def _id_key(question_id: Any) -> str:
     return json.dumps(question_id, sort_keys=True)
 
 
+def question_seed(seed: int, question_id: Any) -> int:
+    """``seed + crc32(question id)``: a sampling seed per question, the same whatever the order, batch or resume."""
+    return seed + zlib.crc32(_id_key(question_id).encode("utf-8"))
+
+
 def collect_answers(
     questions: Sequence[Where2PlaceQuestion],
     output: str | os.PathLike,
@@ -469,7 +474,7 @@ def pipeline_answer_fn(
         if seed is not None:
             from transformers import set_seed
 
-            set_seed(seed + zlib.crc32(_id_key(questions[0].question_id).encode("utf-8")))
+            set_seed(question_seed(seed, questions[0].question_id))
         outputs = pipe(
             [q.image if hasattr(q.image, "size") else str(q.image) for q in questions],  # decoded (parquet/zip)
             [instruction_of(q.text) for q in questions],
@@ -559,6 +564,7 @@ __all__ = [
     "merge_answers",
     "model_id_from_path",
     "pipeline_answer_fn",
+    "question_seed",
     "read_answer_lines",
     "recorded_prompt",
     "remove_answers",

@@ -33,15 +33,14 @@ from __future__ import annotations
 import base64
 import io
 import logging
-import math
 import os
 from collections.abc import Mapping
 from typing import Any
 
 from PIL import Image
 
-from robopoint_hf.model.pipeline_robopoint import item_scores, keep_top_points
-from robopoint_hf.model.points import Box, Point, add_answer_format, parse_points, to_normalized, to_pixels
+from robopoint_hf.model.point_records import answer_records, item_scores, keep_top_points
+from robopoint_hf.model.points import add_answer_format, parse_points
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +165,7 @@ def response_text(response: Any, choice: int = 0) -> str:
 def _token_logprobs(selected: Mapping[str, Any], text: str) -> tuple[list[int], list[float]] | None:
     """(character end of each token, its log-probability) from a choice's ``logprobs``, if they spell ``text``.
 
-    The same inputs as the local pipeline's scoring (:func:`~robopoint_hf.model.pipeline_robopoint.item_scores`), so a
+    The same inputs as the local pipeline's scoring (:func:`~robopoint_hf.model.point_records.item_scores`), so a
     served answer is scored exactly as a local one.
 
     Servers differ in what they put in ``token`` (vLLM can return ``token_id:N`` strings); scores are computed
@@ -185,33 +184,13 @@ def _token_logprobs(selected: Mapping[str, Any], text: str) -> tuple[list[int], 
     return ends, logprobs
 
 
-def _point_record(point: Point, image_size: tuple[int, int] | None) -> dict[str, Any]:
-    """Pipeline-style record; without the image size, only the coordinates the answer itself gave are known."""
-    if image_size is None:
-        if point.normalized:
-            return {"x": float(point.x), "y": float(point.y), "x_px": None, "y_px": None}
-        return {"x": None, "y": None, "x_px": math.floor(point.x), "y_px": math.floor(point.y)}
-    width, height = image_size
-    normalized, pixel = to_normalized([point], width, height)[0], to_pixels([point], width, height)[0]
-    return {"x": float(normalized.x), "y": float(normalized.y), "x_px": int(pixel.x), "y_px": int(pixel.y)}
-
-
-def _box_record(box: Box, image_size: tuple[int, int] | None) -> dict[str, Any]:
-    """Pipeline-style box record: both corners in both coordinate systems, keys in the pipeline's order."""
-    corners = [
-        _point_record(Point(box.x0, box.y0, box.normalized), image_size),
-        _point_record(Point(box.x1, box.y1, box.normalized), image_size),
-    ]
-    return {
-        f"{axis}{index}{unit}": corner[axis + unit]
-        for unit in ("", "_px")
-        for index, corner in enumerate(corners)
-        for axis in "xy"
-    }
-
-
 def parse_response(
-    response: Any, image_size: tuple[int, int] | None = None, *, choice: int = 0, max_points: int | None = None
+    response: Any,
+    image_size: tuple[int, int] | None = None,
+    *,
+    choice: int = 0,
+    max_points: int | None = None,
+    answer_format: str = "robopoint",
 ) -> dict[str, Any]:
     """Points (and boxes) of a served RoboPoint answer, in the records ``pipeline("robopoint")`` returns.
 
@@ -222,6 +201,9 @@ def parse_response(
             both normalized and pixel coordinates. Without it, the coordinates the answer did not give are None.
         choice (`int`, *optional*, defaults to 0): which choice to read when ``n > 1`` was requested.
         max_points (`int`, *optional*): keep only the highest-scoring points (needs scores; in the model's order).
+        answer_format (`str`, *optional*, defaults to `"robopoint"`): how the served model writes points, one of
+            `robopoint_hf.evaluation.answer_formats.ANSWER_FORMATS` (Molmo tags, Qwen JSON, ...); scores are read
+            from ``logprobs`` for RoboPoint answers only.
 
     Returns:
         `dict`: ``{"points", "boxes", "text", "parse_failed"}`` like the pipeline. Each record has a ``score``
@@ -232,17 +214,17 @@ def parse_response(
         ValueError: an error response, no choices, or a choice without text.
     """
     text = response_text(response, choice)
-    parsed = parse_points(text)
-    tokens = None if isinstance(response, str) else _token_logprobs(_choice(response, choice), text)
+    if answer_format == "robopoint":
+        parsed = parse_points(text)
+        tokens = None if isinstance(response, str) else _token_logprobs(_choice(response, choice), text)
+    else:
+        from robopoint_hf.evaluation.answer_formats import parse_answer
+
+        parsed, tokens = parse_answer(text, answer_format, image_size=image_size), None
     scores: list[float | None] = [None] * len(parsed.items)
     if tokens is not None and parsed.items:
         scores = item_scores(text, parsed, *tokens)
-    points, boxes = [], []
-    for item, score in zip(parsed.items, scores, strict=True):
-        if isinstance(item, Box):
-            boxes.append({**_box_record(item, image_size), "score": score})
-        else:
-            points.append({**_point_record(item, image_size), "score": score})
+    points, boxes = answer_records(parsed, image_size, scores)
     if max_points is not None and len(points) > max_points:
         if any(point["score"] is None for point in points):
             raise ValueError("max_points needs scores: request logprobs=True from the server.")
