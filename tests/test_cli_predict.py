@@ -25,6 +25,7 @@ def model_folder(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_json_output_and_annotated_png_in_a_subprocess(model_folder, tmp_path):
     saved = tmp_path / "annotated.png"
     command = [sys.executable, "-m", "robopoint_hf.cli", "predict", "--model", str(model_folder / "model")]

@@ -50,10 +50,13 @@ CHROMIUM_FLAGS = [
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 PAGE_TIMEOUT_MS = 60_000  # bounded waits on page conditions; the 2-core machine is shared
 
-pytestmark = pytest.mark.skipif(
-    not (os.path.isfile(CHROMIUM) or shutil.which(CHROMIUM)),
-    reason=f"Chromium not found at {CHROMIUM} (apt-get install -y chromium, or set ROBOPOINT_CHROMIUM)",
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (os.path.isfile(CHROMIUM) or shutil.which(CHROMIUM)),
+        reason=f"Chromium not found at {CHROMIUM} (apt-get install -y chromium, or set ROBOPOINT_CHROMIUM)",
+    ),
+]
 
 
 @pytest.fixture(scope="module")

@@ -143,10 +143,12 @@ def _heavy_after(code: str) -> list[str]:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_light_modules_import_neither_torch_nor_transformers():
     assert _heavy_after("; ".join(f"import {module}" for module in LIGHT_MODULES)) == []
 
 
+@pytest.mark.slow
 def test_registration_still_happens_for_users_who_import_the_package():
     code = (
         "import robopoint_hf\n"
@@ -159,6 +161,7 @@ def test_registration_still_happens_for_users_who_import_the_package():
     assert _heavy_after(code) == ["torch", "transformers"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("verb", (None, *VERBS))
 def test_help_imports_neither_torch_nor_transformers(verb):
     argv = ["--help"] if verb is None else [verb, "--help"]

@@ -134,6 +134,7 @@ def small_run(tmp_path_factory):
     return root / "data", root / "init"
 
 
+@pytest.mark.slow
 def test_training_smoke_run_from_generator_output(small_run, tmp_path):
     from tiny_model import train
 
@@ -200,6 +201,7 @@ def test_build_starts_image_tokens_with_positions_and_unit_scale(small_run):
     assert tokens.pow(2).mean().sqrt().item() == pytest.approx(1.0, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_a_second_stage_keeps_the_record_of_the_first(small_run, tmp_path):
     """The shipped model is trained in stages (``train --init`` of a trained model); its card lists every one."""
     from tiny_model import _stages_text, main, train
@@ -250,6 +252,7 @@ def test_a_second_stage_keeps_the_record_of_the_first(small_run, tmp_path):
     assert "and 8 synthetic scenes (`robopoint synth`, seed 4, one object per scene" in line
 
 
+@pytest.mark.slow
 def test_time_budgeted_training_runs_data_parallel_on_cpu(small_run, tmp_path):
     """Two torchrun processes (gloo) share the time budget: rank 0's clock sets every rank's learning rate and stop
     step, so the run ends cleanly (a rank stopping alone would hang the next all-reduce) and only rank 0 writes."""

@@ -102,6 +102,7 @@ def logits(model, batch) -> torch.Tensor:
         return model.eval()(**{k: v for k, v in batch.items() if k != "labels"}).logits
 
 
+@pytest.mark.slow
 def test_full_fine_tuning_halves_the_loss_and_saves_a_loadable_model(workspace):
     out = main(*arguments(workspace, "full", max_steps=30, save_steps=30))
     history = json.loads((out / "checkpoint-30" / "trainer_state.json").read_text())["log_history"]
@@ -117,6 +118,7 @@ def test_full_fine_tuning_halves_the_loss_and_saves_a_loadable_model(workspace):
         assert unchanged == name.startswith("model.vision_tower."), name  # CLIP frozen, everything else trained
 
 
+@pytest.mark.slow
 def test_lora_adapter_loads_with_peft_and_merges_to_the_same_logits(workspace):
     from peft import PeftModel
 
@@ -166,6 +168,7 @@ class _CrashAt(TrainerCallback):
             raise _Crash(f"simulated kill at step {self.step}")
 
 
+@pytest.mark.slow
 def test_unfrozen_vision_tower_and_projector_get_their_own_learning_rates(workspace):
     """Every trainable parameter lands in exactly one group, at the rate of its part, with or without decay."""
     script, config, model_args = arguments(
@@ -185,6 +188,7 @@ def test_unfrozen_vision_tower_and_projector_get_their_own_learning_rates(worksp
     assert any(name.startswith("model.vision_tower.") for name, _ in named)
 
 
+@pytest.mark.slow
 def test_length_group_size_reaches_the_sampler(workspace):
     script, config, model_args = arguments(workspace, "grouped", length_group_size=3, seed=5)
     trainer = build_trainer(script, config, model_args)
@@ -198,6 +202,7 @@ def test_length_group_size_reaches_the_sampler(workspace):
     )
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_reaches_the_same_step_and_weights(workspace):
     settings = dict(max_steps=4, save_steps=2, save_total_limit=None)
     reference = main(*arguments(workspace, "straight", **settings))
@@ -215,6 +220,7 @@ def test_resume_after_a_kill_reaches_the_same_step_and_weights(workspace):
         torch.testing.assert_close(actual[key], expected[key], atol=1e-6, rtol=1e-5, msg=key)
 
 
+@pytest.mark.slow
 def test_qlora_smoke(workspace):
     import bitsandbytes as bnb
 
@@ -249,6 +255,7 @@ def test_bad_records_under_both_policies(tmp_path):
     assert counts["too_long"] > 0 and counts["kept"] + counts["too_long"] == 14 and len(dataset) == counts["kept"]
 
 
+@pytest.mark.slow
 def test_stage_two_from_components_trains_lora_and_merges(tmp_path):
     from transformers import CLIPVisionModel, LlamaForCausalLM
 

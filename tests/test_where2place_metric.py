@@ -42,6 +42,7 @@ print(json.dumps(result))
 """
 
 
+@pytest.mark.slow
 def test_metric_loads_without_robopoint_hf_or_torch(tmp_path):
     data = FIXTURES / "where2place"
     texts = [json.loads(line)["text"] for line in (data / "answers/answers_boxes.jsonl").read_text().splitlines()]
