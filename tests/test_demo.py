@@ -293,7 +293,10 @@ def test_a_folder_with_an_at_sign_stays_a_folder(tmp_path):
         ("./ckpt@gpu0", r"./ckpt@gpu0: unknown placement 'gpu0'; use cpu, cuda, cuda:N, mps or auto"),
         ("./ckpt@cuda:99", r"./ckpt@cuda:99: placement 'cuda:99' but \d+ CUDA device\(s\) visible"),
         ("http://h/v1#m,format=x", "unknown endpoint option 'format=x'"),
-        ("http://h/v1#m,answer-format=nope", "unknown answer format 'nope'; known: robopoint"),
+        (
+            "http://h/v1#m,answer-format=nope",
+            "unknown answer format 'nope'; known: embodied-r1, gemini-er, molmo, qwen2.5-vl, qwen3-vl, robobrain2, robopoint, roborefer",
+        ),
     ],
 )
 def test_bad_column_sources_are_named(source, message):
