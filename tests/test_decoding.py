@@ -203,3 +203,48 @@ def test_shared_prefix_with_constraints_equals_unshared_on_the_shipped_model():
     unshared = model.generate(**batch, max_new_tokens=40, do_sample=False, **kwargs)[:, width:]
     assert shared.tolist() == unshared.tolist()
     assert all(not parse_points(t).parse_failed for t in processor.batch_decode(shared, skip_special_tokens=True))
+
+
+# ------------------------------------------------------------------------------------------- pipeline
+@pytest.fixture(scope="module")
+def shipped_pipe():
+    from transformers import pipeline
+
+    from robopoint_hf.pipeline_robopoint import register_pipeline
+
+    register_pipeline()
+    return pipeline("robopoint", model=default_model(), device="cpu")
+
+
+def test_pipeline_decodes_constrained_with_free_scores(shipped_pipe):
+    image = f"{default_model()}/example_0_free_space_between.jpg"
+    question = "Find free space between the two objects."
+    constrained = shipped_pipe(image, question, max_new_tokens=48)
+    free = shipped_pipe(image, question, max_new_tokens=48, constrained=False)
+    assert not constrained["parse_failed"] and constrained["points"]
+    assert re.fullmatch(ANSWER_REGEX, constrained["text"])
+    assert constrained == free  # same tokens -> same points and the same scores (read before the mask)
+    two = shipped_pipe(image, question, max_new_tokens=48, max_points=2)
+    # The answer closes after two points (the last one's closing token differs, and so does its score).
+    assert [{**p, "score": 0} for p in two["points"]] == [{**p, "score": 0} for p in constrained["points"][:2]]
+    assert two["points"][0] == constrained["points"][0]
+
+
+def test_pipeline_list_of_instructions_shares_the_prefix(shipped_pipe, monkeypatch):
+    image = Image.open(f"{default_model()}/example_3_object_attribute.jpg")
+    questions = ["Point to the red object.", "Find free space on the left of the table, please.", "Point to it."]
+    one_by_one = [shipped_pipe(image, question, max_new_tokens=40) for question in questions]
+    calls = []
+    generate = type(shipped_pipe.model).generate
+
+    def spy(model, *args, **kwargs):
+        calls.append((kwargs["input_ids"].shape[0], kwargs.get("share_prefix")))
+        return generate(model, *args, **kwargs)
+
+    monkeypatch.setattr(type(shipped_pipe.model), "generate", spy)
+    together = shipped_pipe(image, questions, max_new_tokens=40)
+    assert calls == [(3, True)]
+    assert [row["text"] for row in together] == [row["text"] for row in one_by_one]
+    for row, alone in zip(together, one_by_one, strict=True):
+        assert [p["score"] for p in row["points"]] == pytest.approx([p["score"] for p in alone["points"]], abs=1e-5)
+        assert {**row, "points": []} == {**alone, "points": []}
