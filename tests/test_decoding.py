@@ -248,3 +248,20 @@ def test_pipeline_list_of_instructions_shares_the_prefix(shipped_pipe, monkeypat
     for row, alone in zip(together, one_by_one, strict=True):
         assert [p["score"] for p in row["points"]] == pytest.approx([p["score"] for p in alone["points"]], abs=1e-5)
         assert {**row, "points": []} == {**alone, "points": []}
+
+
+# ------------------------------------------------------------------------------------------- serving
+def test_build_request_asks_each_engine_for_the_same_grammar():
+    from robopoint_hf.serving import build_request
+
+    image = Image.new("RGB", (8, 8))
+    vllm = build_request(image, "Point to the mug.", model="m", max_points=3)
+    sglang = build_request(image, "Point to the mug.", model="m", engine="sglang", max_points=3)
+    assert vllm["structured_outputs"] == {"regex": answer_regex(3)} and sglang["regex"] == answer_regex(3)
+    assert {k: v for k, v in vllm.items() if k != "structured_outputs"} == {
+        k: v for k, v in sglang.items() if k != "regex"
+    }
+    assert vllm["messages"][-1]["content"][1]["text"].endswith("in the image.")
+    assert "regex" not in build_request(image, "Point.", model="m", engine="sglang", constrained=False)
+    with pytest.raises(ValueError, match="engine must be one of vllm, sglang"):
+        build_request(image, "Point.", model="m", engine="tgi")
