@@ -104,6 +104,7 @@ class AnswerGrammar:
         self._index = Index(regex, Vocabulary(eos, by_bytes))
         self.initial_state = self._index.get_initial_state()
         self._masks: dict[int, torch.Tensor] = {}
+        self._blocked: dict[int | None, torch.Tensor] = {None: torch.zeros(self.vocab_size, dtype=torch.bool)}
 
     @classmethod
     def for_tokenizer(
@@ -142,6 +143,13 @@ class AnswerGrammar:
             mask[torch.tensor(allowed, dtype=torch.long)] = True
             self._masks[state] = mask
         return mask
+
+    def blocked(self, state: int | None) -> torch.Tensor:
+        """``~mask(state)``, cached; for None (a row no longer constrained) nothing is blocked."""
+        blocked = self._blocked.get(state)
+        if blocked is None:
+            blocked = self._blocked[state] = ~self.mask(state)
+        return blocked
 
 
 _GRAMMARS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -191,19 +199,16 @@ class AnswerLogitsProcessor(LogitsProcessor):
         if self.unmasked_scores is not None:
             self.unmasked_scores.append(scores)
         generated = input_ids[:, self.prompt_length :].tolist()
-        masks, rows = [], []
-        for row, tokens in enumerate(generated):
-            state = self.state(tuple(tokens))
-            if state is not None:
-                masks.append(self.grammar.mask(state))
-                rows.append(row)
-        if not rows:
-            return scores
-        allowed = torch.ones(scores.shape, dtype=torch.bool)
-        width = min(scores.shape[1], self.grammar.vocab_size)
-        allowed[rows, :width] = torch.stack(masks)[:, :width]
-        allowed[rows, width:] = False
-        return scores.masked_fill(~allowed.to(scores.device), -float("inf"))
+        blocked = [self.grammar.blocked(self.state(tuple(tokens))) for tokens in generated]
+        blocked = blocked[0].unsqueeze(0) if len(blocked) == 1 else torch.stack(blocked)
+        if scores.shape[1] != self.grammar.vocab_size:  # logits wider than the grammar's vocabulary: block the rest
+            extra = scores.shape[1] - self.grammar.vocab_size
+            blocked = (
+                torch.cat([blocked, blocked.new_ones(len(generated), extra)], 1)
+                if extra > 0
+                else blocked[:, : scores.shape[1]]
+            )
+        return scores.masked_fill(blocked.to(scores.device), -float("inf"))
 
 
 class AnswerEndCriteria(StoppingCriteria):
