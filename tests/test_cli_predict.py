@@ -30,7 +30,7 @@ def test_json_output_and_annotated_png_in_a_subprocess(model_folder, tmp_path):
     saved = tmp_path / "annotated.png"
     command = [sys.executable, "-m", "robopoint_hf.cli", "predict", "--model", str(model_folder / "model")]
     command += ["--image", str(model_folder / "frame.png"), "--instruction", "Point to the mug.", "--json"]
-    command += ["--save", str(saved), "--max-points", "1"]
+    command += ["--save", str(saved), "--max-points", "1", "--no-constrained"]
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"}
     )
@@ -53,7 +53,7 @@ def test_json_output_and_annotated_png_in_a_subprocess(model_folder, tmp_path):
 def test_table_output(model_folder, capsys):
     code = main(
         ["predict", "--model", str(model_folder / "model"), "--image", str(model_folder / "frame.png")]
-        + ["--instruction", "Point to the mug.", "--max-new-tokens", "20"]
+        + ["--instruction", "Point to the mug.", "--max-new-tokens", "20", "--no-constrained"]
     )
     assert code == 0
     assert capsys.readouterr().out.splitlines() == [
@@ -67,7 +67,7 @@ def test_table_output(model_folder, capsys):
 def test_unparseable_answer_is_reported_not_an_error(model_folder, capsys):
     code = main(
         ["predict", "--model", str(model_folder / "model"), "--image", str(model_folder / "frame.png")]
-        + ["--instruction", "Point.", "--max-new-tokens", "1", "--json"]
+        + ["--instruction", "Point.", "--max-new-tokens", "1", "--json", "--no-constrained"]
     )
     assert code == 0
     assert json.loads(capsys.readouterr().out) == {"points": [], "boxes": [], "text": "[(", "parse_failed": True}
@@ -126,7 +126,13 @@ def test_predict_loads_original_format_checkpoints():
     reference = json_module.loads((original / "refs/llama2-linear-full/llava_v1/sink.json").read_text())
     pipe.processor.chat_template = get_chat_template("llava_v1")  # the template of this reference
     question = json_module.loads((original / "refs/vicuna-mlp2x-full/llava_v1/batch_mixed_lengths.json").read_text())
-    result = pipe(str(original / "images/sink.jpg"), question["questions"][1], answer_format=False, max_new_tokens=12)
+    result = pipe(
+        str(original / "images/sink.jpg"),
+        question["questions"][1],
+        answer_format=False,
+        max_new_tokens=12,
+        constrained=False,  # the reference is the original code's free text
+    )
     assert result["text"] == reference["generated_text"]
 
 

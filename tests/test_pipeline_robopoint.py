@@ -67,8 +67,15 @@ def pointing_model(answer: str, probabilities: Sequence[float] | float = 0.99999
 
 
 def make_pipe(model=None, processor=None) -> RoboPointPipeline:
+    """Free decoding: these models answer outside the answer grammar on purpose (tests/test_decoding.py covers it)."""
     register_pipeline()
-    return pipeline("robopoint", model=model or tiny_model(), processor=processor or tiny_processor(), device="cpu")
+    return pipeline(
+        "robopoint",
+        model=model or tiny_model(),
+        processor=processor or tiny_processor(),
+        device="cpu",
+        constrained=False,
+    )
 
 
 def geometric_mean(values: Sequence[float]) -> float:
@@ -272,7 +279,7 @@ def test_saved_folder_loads_by_task_and_with_remote_code_only(tmp_path):
     processor.save_pretrained(tmp_path / "model")
     register_pipeline()
     expected = pipeline("robopoint", model=str(tmp_path / "model"), device="cpu")(
-        str(image_path), "Point.", max_points=1
+        str(image_path), "Point.", max_points=1, constrained=False
     )
     assert [(p["x_px"], p["y_px"]) for p in expected["points"]] == [(56, 78)]
 
@@ -289,15 +296,14 @@ def test_saved_folder_loads_by_task_and_with_remote_code_only(tmp_path):
             "type": "multimodal",
         }
     }
-    assert {"pipeline_robopoint.py", "points.py", "image_processing_robopoint.py", "processor_config.json"} <= set(
-        os.listdir(folder)
-    )
+    copied = {"pipeline_robopoint.py", "points.py", "decoding.py", "image_processing_robopoint.py"}
+    assert copied | {"processor_config.json"} <= set(os.listdir(folder))
     script = f"""
 import json
 from transformers import pipeline
 pipe = pipeline(model={str(folder)!r}, trust_remote_code=True, device="cpu")
 assert type(pipe).__name__ == "RoboPointPipeline" and type(pipe).__module__.startswith("transformers_modules")
-print(json.dumps(pipe({str(image_path)!r}, "Point.", max_points=1)))
+print(json.dumps(pipe({str(image_path)!r}, "Point.", max_points=1, constrained=False)))
 """
     assert json.loads(run_without_robopoint_hf(script, cwd=tmp_path)) == expected
 

@@ -168,6 +168,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="override the checkpoint's prompt template; the published numbers used llava_v1 (default: checkpoint's)",
     )
     answer.add_argument(
+        "--constrained",
+        action="store_true",
+        help="decode in RoboPoint's answer language, ending at ']' (default: free text, as the published numbers)",
+    )
+    answer.add_argument(
         "--add-answer-format",
         action="store_true",
         help="append RoboPoint's answer-format sentence to questions lacking it (default: questions as written)",
@@ -398,7 +403,12 @@ def run_where2place(args: argparse.Namespace) -> int:
         pipe.processor.chat_template = get_chat_template(args.prompt_template)
         pipe.processor.prompt_template = args.prompt_template
     answer_fn = pipeline_answer_fn(
-        pipe, batch_size=args.batch_size, seed=args.seed, answer_format=args.add_answer_format, **generate_kwargs
+        pipe,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        answer_format=args.add_answer_format,
+        constrained=args.constrained,
+        **generate_kwargs,
     )
     model_id = args.model_id or model_id_from_path(args.model)
 

@@ -79,7 +79,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--max-new-tokens", type=positive_int, metavar="N", help="longest answer (default: the model's)"
     )
-    parser.add_argument("--max-points", type=positive_int, metavar="K", help="keep the K highest-scoring points")
+    parser.add_argument(
+        "--max-points",
+        type=positive_int,
+        metavar="K",
+        help="at most K points (constrained: the answer closes after K; free: the K highest-scoring)",
+    )
+    parser.add_argument(
+        "--no-constrained",
+        dest="constrained",
+        action="store_false",
+        help="decode free text instead of RoboPoint's answer language (constrained needs robopoint_hf[constrained])",
+    )
     parser.add_argument(
         "--no-answer-format",
         action="store_true",
@@ -165,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         max_points=args.max_points,
         answer_format=not args.no_answer_format,
+        constrained=args.constrained,
     )
     if args.save:
         try:

@@ -12,13 +12,18 @@ Two things the paper lists as limitations are addressed here:
   probabilities of the tokens that spell its tuple (see :func:`item_scores`).
 * **No control over the number of points** -> ``max_points`` keeps the highest-scoring points.
 
+Answers are decoded in RoboPoint's answer language by default (:mod:`.decoding`: a grammar mask that only lets
+answers that parse through, and an end at the closing ``]``).
+
 Several instructions about one image (the usual robot loop: one camera frame, many questions) run the vision tower
 once per call: rows whose pixels equal an image already encoded in the same call reuse its projected features
-(``model.encode_images`` + ``generate(image_features=...)``).
+(``model.encode_images`` + ``generate(image_features=...)``); ``pipe(image, [q1, ..., q5])`` decodes the questions
+in one batch whose common prefix (system prompt and image) is prefilled once (``generate(share_prefix=True)``).
 
 This module is copied next to the weights by ``RoboPointPipeline.save_pretrained`` (``custom_pipelines`` in
 config.json), so it imports only torch, transformers and relative siblings that themselves import only
-numpy/PIL/transformers (``.points``, ``.image_processing_robopoint``) -- never ``robopoint_hf``.
+numpy/PIL/transformers (``.points``, ``.image_processing_robopoint``, ``.decoding``, which imports its optional
+grammar compiler only when constraining) -- never ``robopoint_hf``.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import torch
 from transformers import AutoModelForImageTextToText, GenerationConfig, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
+from .decoding import AnswerLogitsProcessor, answer_decoding_kwargs
 from .image_processing_robopoint import load_image
 from .point_records import answer_records, item_scores, keep_top_points
 from .points import add_answer_format, parse_points
@@ -118,8 +124,15 @@ class RoboPointPipeline(Pipeline):
         answer_format (`bool`, *optional*, defaults to `True`):
             Append RoboPoint's answer-format sentence (`~points.ANSWER_FORMAT_SUFFIX`) to the instruction, as in
             training. Text that already contains ``<image>`` is a complete prompt and is used verbatim.
+        constrained (`bool`, *optional*, defaults to `True`):
+            Decode in the answer language (:func:`~points.answer_regex`): every answer parses, coordinates are
+            normalized with 3 decimals. Needs ``outlines-core`` (``pip install 'robopoint_hf[constrained]'``);
+            ``constrained=False`` decodes free text.
+        stop_at_answer_end (`bool`, *optional*, defaults to `True`):
+            End each answer at the ``]`` that closes it, also when decoding free text.
         max_points (`int`, *optional*):
-            Keep only the ``max_points`` highest-scoring points (in the model's order). Boxes are not affected.
+            Constrained: the answer closes after ``max_points`` points. Free text: keep only the ``max_points``
+            highest-scoring points (in the model's order). Boxes are not affected.
         max_new_tokens (`int`, *optional*), generate_kwargs (`dict`, *optional*), and any
             [`~transformers.GenerationConfig`] attribute (``do_sample``, ``temperature``, ``top_p``, ``num_beams``,
             ...): passed to ``generate``. Decoding is greedy unless the model's generation config or the call says
@@ -138,7 +151,8 @@ class RoboPointPipeline(Pipeline):
 
     Scores are the geometric mean of the token probabilities spelling each tuple (:func:`item_scores`) under the
     decoding distribution, which is the model's softmax under greedy decoding (after temperature/top-k/top-p when
-    sampling). Generation keeps each step's scores (vocabulary x 4 bytes per token and row) until they are reduced
+    sampling). With the grammar mask, they are read before the mask (and before temperature/top-k/top-p), so a
+    constrained answer that spells the same tokens as a free one gets the same scores. Generation keeps each step's scores (vocabulary x 4 bytes per token and row) until they are reduced
     to one log-probability per token.
 
     Example:
@@ -179,6 +193,8 @@ class RoboPointPipeline(Pipeline):
         self,
         answer_format: bool | None = None,
         max_points: int | None = None,
+        constrained: bool | None = None,
+        stop_at_answer_end: bool | None = None,
         max_new_tokens: int | None = None,
         generate_kwargs: dict | None = None,
         **kwargs,
@@ -196,10 +212,15 @@ class RoboPointPipeline(Pipeline):
             generate_kwargs["max_new_tokens"] = max_new_tokens
         if generate_kwargs:
             forward_params["generate_kwargs"] = generate_kwargs
+        if constrained is not None:
+            forward_params["constrained"] = bool(constrained)
+        if stop_at_answer_end is not None:
+            forward_params["stop_at_answer_end"] = bool(stop_at_answer_end)
         if max_points is not None:
             if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 1:
                 raise ValueError(f"max_points must be a positive integer, got {max_points!r}.")
             postprocess_params["max_points"] = max_points
+            forward_params["max_points"] = max_points
         return preprocess_params, forward_params, postprocess_params
 
     # ------------------------------------------------------------------ call
@@ -211,13 +232,17 @@ class RoboPointPipeline(Pipeline):
                 ``{"image": ..., "text": ...}`` / a list of such dicts.
             text (`str` or `list[str]`): the instruction(s). One image with several instructions (or several images
                 with one instruction) is broadcast; two lists must have the same length.
-            batch_size (`int`, *optional*): rows per ``generate`` call (left-padded).
+            batch_size (`int`, *optional*): rows per ``generate`` call (left-padded). One image with a list of
+                instructions defaults to one call for all of them, sharing the image's prefix.
             **kwargs: see the class docstring.
 
         Returns:
             `dict` for a single input, `list[dict]` for list inputs.
         """
         self._encoded_images = []  # features are reused within one call only, so weights cannot change under them
+        one_image_many_questions = not isinstance(images, (list, tuple, dict)) and isinstance(text, (list, tuple))
+        if one_image_many_questions and text and kwargs.get("batch_size") is None and self._batch_size is None:
+            kwargs["batch_size"] = len(text)
         return super().__call__(self._pair_inputs(images, text), **kwargs)
 
     @staticmethod
@@ -267,21 +292,42 @@ class RoboPointPipeline(Pipeline):
             "image_size": image.size,
         }
 
-    def _forward(self, model_inputs: dict[str, Any], generate_kwargs: dict | None = None) -> dict[str, Any]:
+    def _forward(
+        self,
+        model_inputs: dict[str, Any],
+        generate_kwargs: dict | None = None,
+        constrained: bool = True,
+        stop_at_answer_end: bool = True,
+        max_points: int | None = None,
+    ) -> dict[str, Any]:
         input_ids, attention_mask = left_align(model_inputs["input_ids"], model_inputs["attention_mask"])
         generate_kwargs = self._prepare_generate_kwargs(
             dict(generate_kwargs or {}), return_dict_in_generate=True, output_scores=True
         )
         if self._get_set_generation_params(generate_kwargs).get("num_return_sequences", 1) != 1:
             raise ValueError("RoboPointPipeline returns one answer per input; num_return_sequences must be 1.")
+        generate_kwargs = answer_decoding_kwargs(
+            self.processor.tokenizer,
+            input_ids.shape[1],
+            constrained=constrained,
+            stop_at_answer_end=stop_at_answer_end,
+            max_points=max_points,
+            vocab_size=self.model.config.get_text_config().vocab_size,
+            keep_unmasked_scores=True,
+            generate_kwargs=generate_kwargs,
+        )
+        features = self._image_features(model_inputs["pixel_values"])
         outputs = self.model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            image_features=self._image_features(model_inputs["pixel_values"]),
+            image_features=features,
+            share_prefix=len(features) > 1 and all(torch.equal(features[0], row) for row in features[1:]),
             **generate_kwargs,
         )
         new_tokens = outputs.sequences[:, input_ids.shape[1] :]
-        logprobs = generated_token_logprobs(outputs.scores, new_tokens, outputs.get("beam_indices"))
+        mask = [p for p in generate_kwargs.get("logits_processor") or [] if isinstance(p, AnswerLogitsProcessor)]
+        scores = mask[-1].unmasked_scores if mask else outputs.scores
+        logprobs = generated_token_logprobs(scores, new_tokens, outputs.get("beam_indices"))
         return {
             "tokens": new_tokens[:, : logprobs.shape[1]],
             "token_logprobs": logprobs,

@@ -455,6 +455,7 @@ def pipeline_answer_fn(
     batch_size: int = 1,
     seed: int | None = None,
     answer_format: bool = False,
+    constrained: bool = False,
     **generate_kwargs: Any,
 ) -> AnswerFn:
     """An `AnswerFn` that asks a `RoboPointPipeline`.
@@ -467,6 +468,9 @@ def pipeline_answer_fn(
         answer_format (`bool`, *optional*, defaults to `False`): append RoboPoint's answer-format sentence. Off
             because benchmark questions are used as written (as ``model_vqa.py`` did); Where2Place questions
             already end with it, and the pipeline never adds it twice.
+        constrained (`bool`, *optional*, defaults to `False`): decode in the answer language and end at the closing
+            ``]`` (the pipeline's default). Off so that published numbers reproduce: free text, to ``max_new_tokens``.
+            Rows of one batch that ask about the same image share its prefix either way.
         **generate_kwargs: passed to the pipeline call (see `generation_kwargs`).
     """
 
@@ -480,6 +484,8 @@ def pipeline_answer_fn(
             [instruction_of(q.text) for q in questions],
             batch_size=batch_size,
             answer_format=answer_format,
+            constrained=constrained,
+            stop_at_answer_end=constrained,
             **generate_kwargs,
         )
         return [output["text"] for output in outputs]

@@ -40,11 +40,14 @@ from typing import Any
 from PIL import Image
 
 from robopoint_hf.model.point_records import answer_records, item_scores, keep_top_points
-from robopoint_hf.model.points import add_answer_format, parse_points
+from robopoint_hf.model.points import add_answer_format, answer_regex, parse_points
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["build_messages", "image_data_url", "parse_response", "response_text"]
+__all__ = ["ENGINES", "build_messages", "build_request", "image_data_url", "parse_response", "response_text"]
+
+ENGINES = ("vllm", "sglang")
+"""Engines whose OpenAI-compatible server `build_request` can ask for the answer grammar."""
 
 _MIME_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 
@@ -116,6 +119,63 @@ def build_messages(
         }
     )
     return messages
+
+
+def build_request(
+    image: Image.Image | str | os.PathLike | bytes,
+    instruction: str,
+    *,
+    model: str,
+    engine: str = "vllm",
+    constrained: bool = True,
+    max_points: int | None = None,
+    max_tokens: int = 256,
+    temperature: float = 0.0,
+    logprobs: bool = True,
+    **message_kwargs: Any,
+) -> dict[str, Any]:
+    """The JSON body of a ``/v1/chat/completions`` request, with the engine's option for the answer grammar.
+
+    The constraint is the same regular expression the local pipeline decodes with
+    (:func:`~robopoint_hf.model.points.answer_regex`), in each engine's spelling of a regex-constrained output:
+
+    * vLLM (>= 0.10.2): ``"structured_outputs": {"regex": ...}`` (older servers: ``"guided_regex"``);
+    * SGLang: ``"regex": ...`` (a sampling parameter accepted at the top level of the body).
+
+    With the ``openai`` client, put the engine's keys in ``extra_body``::
+
+        body = build_request(image, "Point to the mug.", model="robopoint-13b-llava", engine="sglang")
+        extra = {key: body.pop(key) for key in ("structured_outputs", "regex") if key in body}
+        response = client.chat.completions.create(**body, extra_body=extra)
+
+    Args:
+        image, instruction: as `build_messages` (``**message_kwargs`` go there too).
+        model (`str`): the served model's name.
+        engine (`str`, *optional*, defaults to `"vllm"`): ``"vllm"`` or ``"sglang"``.
+        constrained (`bool`, *optional*, defaults to `True`): ask for the answer grammar.
+        max_points (`int`, *optional*): with ``constrained``, the answer closes after this many points.
+        max_tokens (`int`, *optional*, defaults to 256), temperature (`float`, *optional*, defaults to 0),
+            logprobs (`bool`, *optional*, defaults to `True`: `parse_response` scores points from them).
+
+    Returns:
+        `dict`: the request body.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": build_messages(image, instruction, **message_kwargs),
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "logprobs": logprobs,
+    }
+    if constrained:
+        regex = answer_regex(max_points)
+        if engine == "vllm":
+            body["structured_outputs"] = {"regex": regex}
+        else:
+            body["regex"] = regex
+    return body
 
 
 # ---------------------------------------------------------------------------------------------------- response

@@ -204,8 +204,10 @@ class RoboPointForConditionalGeneration(RoboPointPreTrainedModel, LlavaForCondit
     >>> processor.batch_decode(ids[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     ```
 
-    Several questions about one image: compute ``features = model.encode_images(pixel_values)`` once and pass
-    ``image_features=features`` to ``generate`` for each question.
+    Several questions about one image: batch them with one copy of the image per row and pass
+    ``share_prefix=True`` to ``generate``; the system prompt and the image are then encoded and prefilled once, and
+    every question continues from that cache. Or compute ``features = model.encode_images(pixel_values)`` once and
+    pass ``image_features=features`` to ``generate`` for each question.
     """
 
     def __init__(self, config: RoboPointConfig):
@@ -294,13 +296,76 @@ class RoboPointForConditionalGeneration(RoboPointPreTrainedModel, LlavaForCondit
             **kwargs,
         )
 
-    def generate(self, *args, image_features=None, **kwargs):
-        """:meth:`~transformers.GenerationMixin.generate`, also accepting precomputed ``image_features``."""
+    def generate(self, *args, image_features=None, share_prefix: bool = False, **kwargs):
+        """:meth:`~transformers.GenerationMixin.generate`, also accepting precomputed ``image_features``.
+
+        share_prefix (`bool`, *optional*, defaults to `False`):
+            All rows ask about the same image (equal ``pixel_values`` or ``image_features`` rows, compared by
+            content): the tokens every row starts with (system prompt, image, ...) are prefilled once, for one row,
+            and each row continues from a copy of that cache. The answers are those of the unshared call; the
+            returned ids keep the given ``input_ids`` layout. Rows whose images differ raise a ``ValueError``.
+        """
+        if (
+            share_prefix
+            and len(args) == 0
+            and kwargs.get("input_ids") is not None
+            and kwargs["input_ids"].shape[0] > 1
+        ):
+            return self._generate_with_shared_prefix(image_features=image_features, **kwargs)
         if image_features is not None:
             if kwargs.get("pixel_values") is not None:
                 raise ValueError("Pass either pixel_values or image_features, not both.")
             kwargs["mm_encoder_outputs"] = _as_encoder_outputs(image_features)
         return super().generate(*args, **kwargs)
+
+    @torch.no_grad()
+    def _generate_with_shared_prefix(
+        self, input_ids, attention_mask=None, pixel_values=None, image_features=None, **kwargs
+    ):
+        """``generate`` with the common prefix of all rows prefilled once (see ``share_prefix``).
+
+        Layout: each row is ``prefix | gap | own suffix`` -- the suffixes right-aligned (as left padding would put
+        them) and the gap masked out. Position ids come from the attention mask's cumulative sum, so every suffix
+        token keeps the position it has in the unshared call, and attention never sees the gap.
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if pixel_values is not None and image_features is not None:
+            raise ValueError("Pass either pixel_values or image_features, not both.")
+        images = pixel_values if pixel_values is not None else image_features
+        if images is None or not all(torch.equal(images[0], row) for row in images[1:]):
+            raise ValueError(
+                "share_prefix=True needs the same image (equal pixel_values or image_features) in every row."
+            )
+        rows = [ids[mask.bool()] for ids, mask in zip(input_ids, attention_mask, strict=True)]
+        shortest = min(len(row) for row in rows)
+        length = 0
+        while length < shortest - 1 and all(row[length] == rows[0][length] for row in rows[1:]):
+            length += 1
+        prefix = rows[0][:length].unsqueeze(0)
+        if bool((rows[0][length:] == self.config.image_token_id).any()) or any(
+            bool((row[length:] == self.config.image_token_id).any()) for row in rows[1:]
+        ):
+            raise ValueError("share_prefix=True needs every row's image placeholders inside the common prefix.")
+        image_kwargs = {"pixel_values": images[:1]} if pixel_values is not None else {"image_features": images[:1]}
+        cache = self(input_ids=prefix, use_cache=True, **image_kwargs).cache
+        cache.batch_repeat_interleave(len(rows))
+        width = max(len(row) for row in rows) - length
+        pad = self.generation_config.pad_token_id or 0
+        shared_ids = input_ids.new_full((len(rows), length + width), pad)
+        shared_mask = attention_mask.new_zeros((len(rows), length + width))
+        shared_ids[:, :length], shared_mask[:, :length] = prefix, 1
+        for index, row in enumerate(rows):
+            suffix = row[length:]
+            shared_ids[index, shared_ids.shape[1] - len(suffix) :] = suffix
+            shared_mask[index, shared_mask.shape[1] - len(suffix) :] = 1
+        outputs = super().generate(input_ids=shared_ids, attention_mask=shared_mask, cache=cache, **kwargs)
+        sequences = outputs if isinstance(outputs, torch.Tensor) else outputs.sequences
+        sequences = torch.cat([input_ids, sequences[:, shared_ids.shape[1] :]], dim=1)
+        if isinstance(outputs, torch.Tensor):
+            return sequences
+        outputs.sequences = sequences
+        return outputs
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, state_dict=None, **kwargs):
         """Saves in the canonical llava-hf key layout (see the module docstring), as a Hub-native folder.

@@ -49,6 +49,44 @@ _ROBUST_TUPLE = re.compile(rf"[\(\[]\s*({_ROBUST_NUMBER}(?:\s*,\s*{_ROBUST_NUMBE
 _EMPTY_LIST = re.compile(r"^\s*\[\s*\]\s*$")
 
 
+def answer_regex(max_points: int | None = None, *, decimals: int = 3, tuple_size: int = 2) -> str:
+    """The answer language as ONE regular expression: what constrained decoding allows and `parse_points` reads.
+
+    ``[(x1, y1), (x2, y2), ...]`` exactly as RoboPoint writes it (`format_points`): every coordinate a normalized
+    value in ``[0, 1]`` with ``decimals`` digits (``0.ddd`` or ``1.000``), ``", "`` between values and tuples, at
+    most ``max_points`` tuples, ``[]`` for none. An optional leading space lets the first token be a
+    SentencePiece word-start token (``▁[(``), which decodes without it. Every string it matches parses with
+    `parse_points` (both modes) to exactly the tuples written, all normalized.
+
+    Args:
+        max_points (`int`, *optional*): the most tuples an answer may hold; unlimited by default.
+        decimals (`int`, *optional*, defaults to 3): digits after the decimal point (RoboPoint's labels use 3).
+        tuple_size (`int`, *optional*, defaults to 2): 2 for points ``(x, y)``, 4 for boxes ``(x0, y0, x1, y1)``.
+
+    Example:
+
+    ```python
+    >>> import re
+    >>> bool(re.fullmatch(answer_regex(max_points=2), "[(0.461, 0.527), (1.000, 0.521)]"))
+    True
+    ```
+    """
+    if isinstance(decimals, bool) or not isinstance(decimals, int) or decimals < 1:
+        raise ValueError(f"decimals must be a positive integer, got {decimals!r}")
+    if tuple_size not in (2, 4):
+        raise ValueError(f"tuple_size must be 2 (points) or 4 (boxes), got {tuple_size!r}")
+    if max_points is not None and (isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 1):
+        raise ValueError(f"max_points must be a positive integer or None, got {max_points!r}")
+    number = rf"(?:0\.[0-9]{{{decimals}}}|1\.0{{{decimals}}})"
+    item = r"\(" + ", ".join([number] * tuple_size) + r"\)"
+    more = "*" if max_points is None else f"{{0,{max_points - 1}}}"
+    return rf" ?\[(?:{item}(?:, {item}){more})?\]"
+
+
+ANSWER_REGEX = answer_regex()
+"""`answer_regex` with its defaults: any number of points with 3 decimals."""
+
+
 @dataclass(frozen=True)
 class Point:
     """A 2-D point.
@@ -304,10 +342,12 @@ def add_answer_format(instruction: str, sep: str = " ") -> str:
 
 __all__ = [
     "ANSWER_FORMAT_SUFFIX",
+    "ANSWER_REGEX",
     "Box",
     "ParsedAnswer",
     "Point",
     "add_answer_format",
+    "answer_regex",
     "clamp_points",
     "format_points",
     "in_range",

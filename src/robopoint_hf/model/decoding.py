@@ -1,0 +1,301 @@
+"""Decoding RoboPoint answers: only answers that parse, and an end at the closing bracket.
+
+Two pieces plug into :meth:`~transformers.GenerationMixin.generate` (``logits_processor=`` and
+``stopping_criteria=``), so every decoding strategy of transformers (greedy, sampling, beams, batches) keeps working:
+
+* `AnswerLogitsProcessor` masks every token that cannot continue a string of the answer language
+  (:func:`~.points.answer_regex`, the same grammar `parse_points` reads). The regular expression is compiled once per
+  tokenizer to a token-level automaton by ``outlines-core`` (optional dependency: ``pip install
+  'robopoint_hf[constrained]'``); see ``docs/design/decoding.md`` for why that library.
+* `AnswerEndCriteria` ends a row once the bracket that opened its answer is closed, with or without the mask: a
+  runaway answer stops at ``]`` instead of at ``max_new_tokens``.
+
+`answer_decoding_kwargs` builds both for one ``generate`` call.
+
+This module imports only torch, transformers and its sibling ``.points``: ``pipeline_robopoint`` imports it
+relatively, so it is copied next to the weights with the pipeline; ``outlines-core`` is imported only when a grammar
+is compiled.
+"""
+
+from __future__ import annotations
+
+import re
+import weakref
+from typing import Any
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+
+from .points import answer_regex
+
+CONSTRAINED_EXTRA = "pip install 'robopoint_hf[constrained]'"
+"""How to install the grammar compiler (``outlines-core``) that constrained decoding needs."""
+
+_BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+def _byte_level_alphabet() -> dict[str, int]:
+    """GPT-2's printable stand-ins for bytes (``ByteLevel`` tokenizers spell tokens with them)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    printable += list(range(ord("®"), ord("ÿ") + 1))
+    codes, extra = list(printable), 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            codes.append(256 + extra)
+            extra += 1
+    return {chr(code): byte for byte, code in zip(printable, codes, strict=True)}
+
+
+def token_bytes(tokenizer) -> dict[int, bytes]:
+    """The bytes every non-special token adds to the text, as the model writes them.
+
+    SentencePiece-style vocabularies (Llama, Vicuna, the shipped tiny model) write a space as ``▁`` and bytes
+    without a token as ``<0xNN>`` (byte fallback); ``ByteLevel`` vocabularies (GPT-2 style) spell every byte with a
+    printable stand-in. Special tokens (BOS, EOS, padding, ``<image>``) spell nothing and are left out.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    byte_level = backend is not None and '"ByteLevel"' in backend.to_str()
+    alphabet = _byte_level_alphabet() if byte_level else {}
+    special = set(tokenizer.all_special_ids)
+    spelled = {}
+    for token, index in tokenizer.get_vocab().items():
+        if index in special:
+            continue
+        if byte_level:
+            spelled[index] = bytes(alphabet[char] for char in token if char in alphabet)
+        elif match := _BYTE_TOKEN.fullmatch(token):
+            spelled[index] = bytes([int(match.group(1), 16)])
+        else:
+            spelled[index] = token.replace("▁", " ").encode("utf-8")
+    return spelled
+
+
+class AnswerGrammar:
+    """The answer language compiled for one tokenizer: a token-level automaton and a vocabulary mask per state.
+
+    Build with `AnswerGrammar.for_tokenizer`, which caches one compiled grammar per tokenizer and options (compiling
+    takes ~30 ms for a 32000-token vocabulary; each state's mask is built once, on first use).
+
+    Args:
+        tokenizer: the checkpoint's tokenizer (a fast tokenizer).
+        regex (`str`): the language, normally :func:`~.points.answer_regex`.
+        vocab_size (`int`, *optional*): width of the model's logits, which may exceed the tokenizer's vocabulary;
+            the extra ids are never allowed.
+    """
+
+    def __init__(self, tokenizer, regex: str, vocab_size: int | None = None):
+        try:
+            from outlines_core import Index, Vocabulary
+        except ImportError as error:
+            raise ImportError(
+                f"Constrained decoding needs outlines-core: {CONSTRAINED_EXTRA} (or decode with constrained=False)."
+            ) from error
+        eos = tokenizer.eos_token_id
+        if eos is None:
+            raise ValueError("Constrained decoding needs a tokenizer with an EOS token (it ends every answer).")
+        by_bytes: dict[bytes, list[int]] = {}
+        for index, spelled in token_bytes(tokenizer).items():
+            if spelled:
+                by_bytes.setdefault(spelled, []).append(index)
+        self.regex = regex
+        self.eos_token_id = eos
+        self.vocab_size = vocab_size or len(tokenizer)
+        self._index = Index(regex, Vocabulary(eos, by_bytes))
+        self.initial_state = self._index.get_initial_state()
+        self._masks: dict[int, torch.Tensor] = {}
+        self._blocked: dict[int | None, torch.Tensor] = {None: torch.zeros(self.vocab_size, dtype=torch.bool)}
+
+    @classmethod
+    def for_tokenizer(
+        cls,
+        tokenizer,
+        *,
+        max_points: int | None = None,
+        decimals: int = 3,
+        tuple_size: int = 2,
+        vocab_size: int | None = None,
+    ) -> AnswerGrammar:
+        """The (cached) grammar of :func:`~.points.answer_regex` with these options, for this tokenizer."""
+        regex = answer_regex(max_points, decimals=decimals, tuple_size=tuple_size)
+        compiled = _GRAMMARS.setdefault(tokenizer, {})
+        key = (regex, vocab_size or len(tokenizer))
+        if key not in compiled:
+            compiled[key] = cls(tokenizer, regex, vocab_size)
+        return compiled[key]
+
+    def next_state(self, state: int, token: int) -> int | None:
+        """The state after ``token``, or None when the grammar does not allow it there."""
+        if token == self.eos_token_id:
+            return None
+        return self._index.get_next_state(state, token)
+
+    def is_final(self, state: int) -> bool:
+        """Whether the text so far is a complete answer."""
+        return self._index.is_final_state(state)
+
+    def mask(self, state: int) -> torch.Tensor:
+        """Boolean ``[vocab_size]`` tensor: True for the tokens allowed in ``state`` (EOS only in a final state)."""
+        mask = self._masks.get(state)
+        if mask is None:
+            mask = torch.zeros(self.vocab_size, dtype=torch.bool)
+            allowed = [token for token in self._index.get_allowed_tokens(state) if token < self.vocab_size]
+            mask[torch.tensor(allowed, dtype=torch.long)] = True
+            self._masks[state] = mask
+        return mask
+
+    def blocked(self, state: int | None) -> torch.Tensor:
+        """``~mask(state)``, cached; for None (a row no longer constrained) nothing is blocked."""
+        blocked = self._blocked.get(state)
+        if blocked is None:
+            blocked = self._blocked[state] = ~self.mask(state)
+        return blocked
+
+
+_GRAMMARS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class AnswerLogitsProcessor(LogitsProcessor):
+    r"""Allows only tokens that keep each row's generated text a prefix of the answer language.
+
+    The state of a row is found from its generated tokens (memoized by token prefix), not from a per-row counter,
+    so beam search (rows reorder every step), finished rows (padded by ``generate``) and batches all work. A row
+    whose tokens left the grammar (only after it finished: EOS or padding) is no longer constrained.
+
+    Args:
+        grammar (`AnswerGrammar`): the compiled answer language.
+        prompt_length (`int`): width of the ``input_ids`` given to ``generate``; tokens after it are the answer.
+        keep_unmasked_scores (`bool`, *optional*, defaults to `False`): keep every step's scores as they were before
+            the mask in `unmasked_scores`, so a token's confidence can be read under the model's own distribution
+            (the mask renormalizes over the allowed tokens, which would inflate it).
+
+    Example:
+
+    ```python
+    >>> grammar = AnswerGrammar.for_tokenizer(processor.tokenizer, max_points=3)
+    >>> ids = model.generate(**inputs, logits_processor=[AnswerLogitsProcessor(grammar, inputs["input_ids"].shape[1])])
+    ```
+    """
+
+    def __init__(self, grammar: AnswerGrammar, prompt_length: int, keep_unmasked_scores: bool = False):
+        self.grammar = grammar
+        self.prompt_length = prompt_length
+        self.unmasked_scores: list[torch.Tensor] | None = [] if keep_unmasked_scores else None
+        self._states: dict[tuple[int, ...], int | None] = {(): grammar.initial_state}
+
+    def state(self, tokens: tuple[int, ...]) -> int | None:
+        """Automaton state after the generated ``tokens`` (None: they left the grammar)."""
+        known = len(tokens)
+        while tokens[:known] not in self._states:
+            known -= 1
+        state = self._states[tokens[:known]]
+        for end in range(known + 1, len(tokens) + 1):
+            if state is not None:
+                state = self.grammar.next_state(state, tokens[end - 1])
+            self._states[tokens[:end]] = state
+        return state
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.unmasked_scores is not None:
+            self.unmasked_scores.append(scores)
+        generated = input_ids[:, self.prompt_length :].tolist()
+        blocked = [self.grammar.blocked(self.state(tuple(tokens))) for tokens in generated]
+        blocked = blocked[0].unsqueeze(0) if len(blocked) == 1 else torch.stack(blocked)
+        if scores.shape[1] != self.grammar.vocab_size:  # logits wider than the grammar's vocabulary: block the rest
+            extra = scores.shape[1] - self.grammar.vocab_size
+            blocked = (
+                torch.cat([blocked, blocked.new_ones(len(generated), extra)], 1)
+                if extra > 0
+                else blocked[:, : scores.shape[1]]
+            )
+        return scores.masked_fill(blocked.to(scores.device), -float("inf"))
+
+
+class AnswerEndCriteria(StoppingCriteria):
+    """Ends a row when the bracket that opened its answer is closed (``[...]`` balanced after the first ``[``).
+
+    Works on token spellings, so it needs no decoding per step: each token's counts of ``[`` and ``]`` are tabled
+    once per tokenizer and the running depth of every row is one cumulative sum.
+
+    Args:
+        tokenizer: the checkpoint's tokenizer.
+        prompt_length (`int`): width of the ``input_ids`` given to ``generate``.
+    """
+
+    def __init__(self, tokenizer, prompt_length: int):
+        self.prompt_length = prompt_length
+        self.opens, self.closes = _bracket_tables(tokenizer)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        generated = input_ids[:, self.prompt_length :].clamp(max=self.opens.shape[0] - 1).cpu()
+        opens, closes = self.opens[generated], self.closes[generated]
+        depth = (opens - closes).cumsum(dim=1)
+        opened = opens.cumsum(dim=1) > 0
+        done = ((closes > 0) & opened & (depth <= 0)).any(dim=1)
+        return done.to(input_ids.device)
+
+
+_BRACKETS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _bracket_tables(tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[`` and ``]`` counts of every token id (0 for special tokens and ids past the vocabulary)."""
+    if tokenizer not in _BRACKETS:
+        spelled = token_bytes(tokenizer)
+        size = max(len(tokenizer), max(spelled, default=0) + 1) + 1
+        opens = torch.zeros(size, dtype=torch.long)
+        closes = torch.zeros(size, dtype=torch.long)
+        for index, text in spelled.items():
+            opens[index], closes[index] = text.count(b"["), text.count(b"]")
+        _BRACKETS[tokenizer] = (opens, closes)
+    return _BRACKETS[tokenizer]
+
+
+def answer_decoding_kwargs(
+    tokenizer,
+    prompt_length: int,
+    *,
+    constrained: bool = True,
+    stop_at_answer_end: bool = True,
+    max_points: int | None = None,
+    vocab_size: int | None = None,
+    keep_unmasked_scores: bool = False,
+    generate_kwargs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``generate`` keyword arguments that decode one RoboPoint answer per row.
+
+    Args:
+        tokenizer: the checkpoint's tokenizer.
+        prompt_length (`int`): width of the ``input_ids`` given to ``generate``.
+        constrained (`bool`, *optional*, defaults to `True`): mask tokens outside the answer language.
+        stop_at_answer_end (`bool`, *optional*, defaults to `True`): end a row at the closing ``]``.
+        max_points (`int`, *optional*): with ``constrained``, the answer closes after this many points.
+        vocab_size (`int`, *optional*): width of the model's logits.
+        keep_unmasked_scores (`bool`, *optional*, defaults to `False`): see `AnswerLogitsProcessor`.
+        generate_kwargs (`dict`, *optional*): the call's other ``generate`` arguments; their own
+            ``logits_processor`` / ``stopping_criteria`` are kept and ours appended.
+
+    Returns:
+        `dict`: ``generate_kwargs`` with ``logits_processor`` and ``stopping_criteria`` set.
+    """
+    kwargs = dict(generate_kwargs or {})
+    if constrained:
+        grammar = AnswerGrammar.for_tokenizer(tokenizer, max_points=max_points, vocab_size=vocab_size)
+        processors = LogitsProcessorList(kwargs.get("logits_processor") or [])
+        processors.append(AnswerLogitsProcessor(grammar, prompt_length, keep_unmasked_scores))
+        kwargs["logits_processor"] = processors
+    if stop_at_answer_end:
+        criteria = StoppingCriteriaList(kwargs.get("stopping_criteria") or [])
+        criteria.append(AnswerEndCriteria(tokenizer, prompt_length))
+        kwargs["stopping_criteria"] = criteria
+    return kwargs
+
+
+__all__ = [
+    "CONSTRAINED_EXTRA",
+    "AnswerEndCriteria",
+    "AnswerGrammar",
+    "AnswerLogitsProcessor",
+    "answer_decoding_kwargs",
+    "token_bytes",
+]

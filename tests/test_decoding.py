@@ -1,0 +1,267 @@
+"""Point decoding: the answer grammar agrees with the parser, constrained answers parse, answers end at ``]``, and a
+shared image prefix gives the same tokens as separate prefills."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+import torch
+from conftest import ORIGINAL, QUESTION, expand_image_ids, read_ref, tiny_model, tiny_processor
+from PIL import Image
+from safetensors.torch import load_file
+from transformers import AutoTokenizer
+
+from robopoint_hf import RoboPointImageProcessor, RoboPointProcessor
+from robopoint_hf.checkpoints import default_model
+from robopoint_hf.model.decoding import (
+    AnswerEndCriteria,
+    AnswerGrammar,
+    AnswerLogitsProcessor,
+    answer_decoding_kwargs,
+    token_bytes,
+)
+from robopoint_hf.model.points import ANSWER_REGEX, answer_regex, format_points, parse_points
+
+pytest.importorskip("outlines_core")
+
+
+def walk_grammar(grammar: AnswerGrammar, spelled: dict[int, bytes], rng: random.Random, limit: int = 400) -> str:
+    """A random string of the grammar's language: random allowed tokens until the automaton can only end."""
+    state, text = grammar.initial_state, b""
+    for _ in range(limit):
+        allowed = grammar.mask(state).nonzero().flatten().tolist()
+        choices = [token for token in allowed if token != grammar.eos_token_id]
+        if not choices or (grammar.is_final(state) and rng.random() < 0.3):
+            assert grammar.is_final(state)
+            return text.decode("utf-8")
+        token = rng.choice(choices)
+        text += spelled[token]
+        state = grammar.next_state(state, token)
+    raise AssertionError(f"no end after {limit} tokens: {text!r}")
+
+
+@pytest.fixture(scope="module")
+def tokenizers():
+    return {
+        "llama": AutoTokenizer.from_pretrained(ORIGINAL / "vicuna-mlp2x-full"),
+        "shipped": AutoTokenizer.from_pretrained(default_model()),
+    }
+
+
+# ------------------------------------------------------------------------------------------- grammar vs parser
+@pytest.mark.parametrize("name", ["llama", "shipped"])
+@pytest.mark.parametrize("max_points, tuple_size", [(None, 2), (3, 2), (2, 4)])
+def test_strings_of_the_grammar_parse_to_what_they_spell(tokenizers, name, max_points, tuple_size):
+    tokenizer = tokenizers[name]
+    grammar = AnswerGrammar.for_tokenizer(tokenizer, max_points=max_points, tuple_size=tuple_size)
+    spelled, rng = token_bytes(tokenizer), random.Random(0)
+    lengths = set()
+    for _ in range(60):
+        text = walk_grammar(grammar, spelled, rng)
+        assert re.fullmatch(grammar.regex, text), text
+        for mode in ("robust", "original"):
+            parsed = parse_points(text, mode=mode)
+            assert not parsed.parse_failed
+            values = re.findall(r"[01]\.\d{3}", text)
+            assert len(parsed.items) == len(values) // tuple_size
+            items = parsed.points if tuple_size == 2 else parsed.boxes
+            flat = [v for item in items for v in ((item.x, item.y) if tuple_size == 2 else item.__dict__.values())]
+            assert [v for v in flat if not isinstance(v, bool)] == [float(v) for v in values]
+            assert all(item.normalized for item in items)
+        lengths.add(len(parsed.items))
+        if max_points is not None:
+            assert len(parsed.items) <= max_points
+    assert len(lengths) > 2  # the walk reaches short and long answers
+
+
+def test_formatted_answers_are_in_the_language():
+    rng = random.Random(1)
+    for count in range(6):
+        points = [(rng.random(), rng.random()) for _ in range(count)]
+        text = format_points(points)
+        assert re.fullmatch(ANSWER_REGEX, text)
+        assert re.fullmatch(answer_regex(max_points=max(count, 1)), text)
+        assert not re.fullmatch(answer_regex(max_points=count - 1), text) if count > 1 else True
+    for bad in ["[(0.5, 0.5)]", "[(0.5000, 0.500)]", "[(1.001, 0.500)]", "[(0.500,0.500)]", "(0.500, 0.500)"]:
+        assert not re.fullmatch(ANSWER_REGEX, bad)
+    with pytest.raises(ValueError, match="max_points must be a positive integer"):
+        answer_regex(0)
+
+
+@pytest.mark.parametrize("name", ["llama", "shipped"])
+def test_the_model_tokenization_of_every_answer_is_allowed(tokenizers, name):
+    """What a model trained on `format_points` writes (the tokenizer's own split, after the prompt) is never masked."""
+    tokenizer = tokenizers[name]
+    grammar = AnswerGrammar.for_tokenizer(tokenizer)
+    prompt = tokenizer("USER: Point. ASSISTANT:", add_special_tokens=False).input_ids
+    rng = random.Random(2)
+    for count in range(8):
+        points = [(rng.choice([rng.random(), 1.0, 0.0]), rng.random()) for _ in range(count)]
+        ids = tokenizer("USER: Point. ASSISTANT: " + format_points(points), add_special_tokens=False).input_ids
+        assert ids[: len(prompt)] == prompt
+        processor = AnswerLogitsProcessor(grammar, len(prompt))
+        for end in range(len(prompt), len(ids) + 1):
+            allowed = processor(torch.tensor([ids[:end]]), torch.zeros(1, len(tokenizer)))[0] == 0
+            next_token = ids[end] if end < len(ids) else tokenizer.eos_token_id
+            assert allowed[next_token], (format_points(points), end)
+
+
+# ------------------------------------------------------------------------------------------- generation
+def test_constrained_answers_parse_and_respect_max_points():
+    model, processor = tiny_model(), tiny_processor()
+    image = Image.new("RGB", (40, 30), (0, 100, 200))
+    inputs = processor(
+        images=[image] * 2, text=["Point to the mug.", "Where is the cup? Be brief."], return_tensors="pt"
+    )
+    width = inputs["input_ids"].shape[1]
+    free = model.generate(**inputs, max_new_tokens=20, do_sample=False)[:, width:]
+    texts = processor.batch_decode(free, skip_special_tokens=True)
+    assert all(parse_points(text).parse_failed for text in texts)  # a random model writes garbage
+    for max_points in (None, 2):
+        kwargs = answer_decoding_kwargs(processor.tokenizer, width, max_points=max_points, vocab_size=32000)
+        ids = model.generate(**inputs, max_new_tokens=80, do_sample=False, **kwargs)[:, width:]
+        for row in processor.batch_decode(ids, skip_special_tokens=True):
+            assert re.fullmatch(answer_regex(max_points), " " + row.strip()), row
+            parsed = parse_points(row)
+            assert not parsed.parse_failed and (max_points is None or len(parsed.points) <= max_points)
+
+
+def test_answers_end_at_the_closing_bracket():
+    tokenizer = tiny_processor().tokenizer
+    ids = tokenizer(
+        ["[(0.1, 0.2)] more text [(0.3", "[[0.1, 0.2], [0.3", "no bracket ] here ["], add_special_tokens=False
+    ).input_ids
+    width = max(len(row) for row in ids)
+    batch = torch.tensor([row + [0] * (width - len(row)) for row in ids])
+    criteria = AnswerEndCriteria(tokenizer, prompt_length=0)
+    assert criteria(batch, None).tolist() == [True, False, False]
+    first = tokenizer("[(0.1, 0.2)]", add_special_tokens=False).input_ids
+    assert not criteria(batch[:1, : len(first) - 1], None).item()
+    assert criteria(batch[:1, : len(first)], None).item()
+
+
+def test_stop_at_answer_end_cuts_a_runaway_answer():
+    """Unconstrained: the closing bracket ends the row; the tokens before it are those of the free run."""
+    from test_pipeline_robopoint import pointing_model
+
+    model, processor = pointing_model("[(12, 34)] and then")
+    inputs = processor(images=Image.new("RGB", (40, 30)), text="Point.", return_tensors="pt")
+    width = inputs["input_ids"].shape[1]
+    free = model.generate(**inputs, max_new_tokens=30, do_sample=False)[0, width:]
+    kwargs = answer_decoding_kwargs(processor.tokenizer, width, constrained=False)
+    stopped = model.generate(**inputs, max_new_tokens=30, do_sample=False, **kwargs)[0, width:]
+    assert processor.tokenizer.decode(free, skip_special_tokens=True) == "[(12, 34)] and then"
+    assert processor.tokenizer.decode(stopped, skip_special_tokens=True) == "[(12, 34)]"
+    assert stopped.tolist() == free[: len(stopped)].tolist()
+
+
+# ------------------------------------------------------------------------------------------- shared prefix
+def test_shared_prefix_gives_the_original_tokens(vicuna_full):
+    """Prefix prefilled once for three questions: the reference question keeps the ORIGINAL code's exact ids, and
+    every row equals its own unshared call."""
+    meta, _ = read_ref("vicuna-mlp2x-full", "llava_v1", "sink")
+    pixel_values = load_file(ORIGINAL / "refs" / "inputs" / "sink.safetensors")["pixel_values"][None]
+    processor = RoboPointProcessor(
+        RoboPointImageProcessor(),
+        AutoTokenizer.from_pretrained(ORIGINAL / "vicuna-mlp2x-full"),
+        prompt_template="llava_v1",
+    )
+    questions = [QUESTION, "Point to the plate.", "Find free space left of the sink, between the cups."]
+    image = str(ORIGINAL / "images/sink.jpg")
+    batch = processor(images=[image] * 3, text=questions, return_tensors="pt")
+    batch["pixel_values"] = pixel_values.expand(3, -1, -1, -1)
+    width = batch["input_ids"].shape[1]
+    shared = vicuna_full.generate(**batch, max_new_tokens=12, do_sample=False, share_prefix=True)
+    assert shared[:, :width].tolist() == batch["input_ids"].tolist()
+    assert batch["input_ids"][0][batch["attention_mask"][0].bool()].tolist() == expand_image_ids(meta["input_ids"])
+    assert shared[0, width:].tolist() == meta["generated_ids"]
+    for row, question in enumerate(questions):
+        single = processor(images=image, text=question, return_tensors="pt")
+        single["pixel_values"] = pixel_values
+        alone = vicuna_full.generate(**single, max_new_tokens=12, do_sample=False)[0, single["input_ids"].shape[1] :]
+        assert shared[row, width:].tolist() == alone.tolist()
+    with pytest.raises(ValueError, match="same image"):
+        other = batch["pixel_values"].clone()
+        other[1] += 1
+        vicuna_full.generate(**{**batch, "pixel_values": other}, max_new_tokens=2, share_prefix=True)
+
+
+def test_shared_prefix_with_constraints_equals_unshared_on_the_shipped_model():
+    from robopoint_hf import RoboPointForConditionalGeneration
+
+    model = RoboPointForConditionalGeneration.from_pretrained(default_model()).eval()
+    processor = RoboPointProcessor.from_pretrained(default_model())
+    image = Image.open(f"{default_model()}/example_0_free_space_between.jpg")
+    questions = ["Point to the free space between the two objects.", "Find a spot on the left.", "Where is it?"]
+    batch = processor(images=[image] * 3, text=questions, return_tensors="pt")
+    width = batch["input_ids"].shape[1]
+    kwargs = answer_decoding_kwargs(processor.tokenizer, width, vocab_size=model.config.text_config.vocab_size)
+    shared = model.generate(**batch, max_new_tokens=40, do_sample=False, share_prefix=True, **kwargs)[:, width:]
+    kwargs = answer_decoding_kwargs(processor.tokenizer, width, vocab_size=model.config.text_config.vocab_size)
+    unshared = model.generate(**batch, max_new_tokens=40, do_sample=False, **kwargs)[:, width:]
+    assert shared.tolist() == unshared.tolist()
+    assert all(not parse_points(t).parse_failed for t in processor.batch_decode(shared, skip_special_tokens=True))
+
+
+# ------------------------------------------------------------------------------------------- pipeline
+@pytest.fixture(scope="module")
+def shipped_pipe():
+    from transformers import pipeline
+
+    from robopoint_hf.model.pipeline_robopoint import register_pipeline
+
+    register_pipeline()
+    return pipeline("robopoint", model=default_model(), device="cpu")
+
+
+def test_pipeline_decodes_constrained_with_free_scores(shipped_pipe):
+    image = f"{default_model()}/example_0_free_space_between.jpg"
+    question = "Find free space between the two objects."
+    constrained = shipped_pipe(image, question, max_new_tokens=48)
+    free = shipped_pipe(image, question, max_new_tokens=48, constrained=False)
+    assert not constrained["parse_failed"] and constrained["points"]
+    assert re.fullmatch(ANSWER_REGEX, constrained["text"])
+    assert constrained == free  # same tokens -> same points and the same scores (read before the mask)
+    two = shipped_pipe(image, question, max_new_tokens=48, max_points=2)
+    # The answer closes after two points (the last one's closing token differs, and so does its score).
+    assert [{**p, "score": 0} for p in two["points"]] == [{**p, "score": 0} for p in constrained["points"][:2]]
+    assert two["points"][0] == constrained["points"][0]
+
+
+def test_pipeline_list_of_instructions_shares_the_prefix(shipped_pipe, monkeypatch):
+    image = Image.open(f"{default_model()}/example_3_object_attribute.jpg")
+    questions = ["Point to the red object.", "Find free space on the left of the table, please.", "Point to it."]
+    one_by_one = [shipped_pipe(image, question, max_new_tokens=40) for question in questions]
+    calls = []
+    generate = type(shipped_pipe.model).generate
+
+    def spy(model, *args, **kwargs):
+        calls.append((kwargs["input_ids"].shape[0], kwargs.get("share_prefix")))
+        return generate(model, *args, **kwargs)
+
+    monkeypatch.setattr(type(shipped_pipe.model), "generate", spy)
+    together = shipped_pipe(image, questions, max_new_tokens=40)
+    assert calls == [(3, True)]
+    assert [row["text"] for row in together] == [row["text"] for row in one_by_one]
+    for row, alone in zip(together, one_by_one, strict=True):
+        assert [p["score"] for p in row["points"]] == pytest.approx([p["score"] for p in alone["points"]], abs=1e-5)
+        assert {**row, "points": []} == {**alone, "points": []}
+
+
+# ------------------------------------------------------------------------------------------- serving
+def test_build_request_asks_each_engine_for_the_same_grammar():
+    from robopoint_hf.inference.serving import build_request
+
+    image = Image.new("RGB", (8, 8))
+    vllm = build_request(image, "Point to the mug.", model="m", max_points=3)
+    sglang = build_request(image, "Point to the mug.", model="m", engine="sglang", max_points=3)
+    assert vllm["structured_outputs"] == {"regex": answer_regex(3)} and sglang["regex"] == answer_regex(3)
+    assert {k: v for k, v in vllm.items() if k != "structured_outputs"} == {
+        k: v for k, v in sglang.items() if k != "regex"
+    }
+    assert vllm["messages"][-1]["content"][1]["text"].endswith("in the image.")
+    assert "regex" not in build_request(image, "Point.", model="m", engine="sglang", constrained=False)
+    with pytest.raises(ValueError, match="engine must be one of vllm, sglang"):
+        build_request(image, "Point.", model="m", engine="tgi")
