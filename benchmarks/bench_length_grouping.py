@@ -5,7 +5,7 @@ answer, plus a quarter as many one-point questions replayed from stage 2) range 
 random micro-batch pads every row to its longest. The tiny model's steps are bound by the language model's tokens, so
 padding is time. Compares ``length_group_size=1`` (the original LLaVA batching: one micro-batch per megabatch) with
 ``--group`` (megabatches sorted by length together, see ``modality_length_grouped_indices``), measured side by side
-in one run: padded / real tokens over one epoch of the sampler, and steps/s of ``tiny.train`` (each configuration
+in one run: padded / real tokens over one epoch of the sampler, and steps/s of ``tiny_model.train`` (each configuration
 in its own process, same data, model and seed).
 
     python benchmarks/bench_length_grouping.py                     # 2,000 + 500 scenes, 200 steps each

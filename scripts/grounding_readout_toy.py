@@ -1,20 +1,11 @@
 """Can the tiny model's language model learn to read a position out of image tokens? A two-minute experiment.
 
-The shipped tiny model ignores its image (``tiny evaluate``'s shuffled-images row). This script takes the vision
-tower out of the question: the "image" is ``slots`` ready-made tokens (a colour vector plus a 2-D sin-cos position
-code, background tokens noisy), the question names one of ``objects`` colours, and the tiny model's Llama
-(``scripts/tiny_model.py: TEXT_CONFIG``, random init) must answer the column bin of the named object from the last
-position, with the tiny recipe's AdamW settings. It prints held-out accuracy every 100 steps.
-
-Measured with this script (seed 0 unless noted, 3 objects; chance is ~0.25 with 16 slots = 4 columns, ~0.13 with 64
-slots = 8 columns), held-out accuracy at the step shown:
-
-    16 slots: lr 2e-3 (the tiny recipe's) 0.38 at 1,200, 0.45 at 1,500 | lr 5e-4 0.65 at 1,200 (seed 1: 0.55)
-              | lr 2e-4 0.90 at 600, 0.99 at 1,000
-    64 slots: lr 2e-3 0.15 at 700 | lr 2e-4 0.54 at 700
-
-So with ideal image tokens the language model does learn the word-conditioned selection, in hundreds of steps at
-2e-4 and far slower at the recipe's 2e-3; fewer image tokens learn faster.
+An experiment behind the tiny model's learning rate and image size (``docs/design/tiny_model.md``, where its
+results are). It takes the vision tower out of the question: the "image" is ``slots`` ready-made tokens (a colour
+vector plus a 2-D sin-cos position code, background tokens noisy), the question names one of ``objects`` colours,
+and the tiny model's Llama (``scripts/tiny_model.py: TEXT_CONFIG``, random init) must answer the column bin of the
+named object from the last position, with the tiny recipe's AdamW settings. It prints held-out accuracy every 100
+steps (chance is ~0.25 with 16 slots = 4 columns, ~0.13 with 64 slots = 8 columns).
 
     python scripts/grounding_readout_toy.py --slots 16 --objects 3 --lr 2e-4 --steps 1000
 """

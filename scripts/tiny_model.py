@@ -4,8 +4,8 @@ offline default model (``src/robopoint_hf/default_model/``).
 Nothing here is pretrained and nothing is downloaded: the tokenizer is trained on the synthetic questions and
 answers, the CLIP-style vision tower, projector and Llama-style language model start from random weights and are
 trained together (the published RoboPoint freezes a pretrained CLIP; a random one must learn). It is a
-DEMONSTRATION model for the scenes of :mod:`robopoint_hf.synthetic.scenes`, not a model of the real world. The one reproduce
-command is ``scripts/train_tiny_model.sh``; its steps are the sub-commands of this module::
+DEMONSTRATION model for the scenes of :mod:`robopoint_hf.synthetic.scenes`, not a model of the real world. The one
+reproduce command is ``scripts/train_tiny_model.sh``; its steps are the sub-commands of this module::
 
     robopoint synth --n 40000 --out runs/tiny/data --seed 0 --split-eval 600
     robopoint synth --n 20000 --out runs/tiny/data_one --seed 1 --objects 1-1 \\
@@ -24,127 +24,28 @@ command is ``scripts/train_tiny_model.sh``; its steps are the sub-commands of th
         --output-dir runs/tiny/model --threads 2 --max-minutes 20
     python scripts/tiny_model.py evaluate --model runs/tiny/model --data runs/tiny/data/eval --out runs/tiny/eval.json
     python scripts/tiny_model.py ship --model runs/tiny/model --results runs/tiny/eval.json \\
-        --eval-data runs/tiny/data/eval --out src/robopoint_hf/default_model
+        --answers runs/tiny/eval.answers.jsonl --eval-data runs/tiny/data/eval --out src/robopoint_hf/default_model
 
-Design choices, each for a small model on a 2-core CPU:
+What each step does:
 
-* Tokenizer -- Llama-style BPE with byte fallback (``<unk>``/``<s>``/``</s>`` = 0/1/2, bytes ``<0x00>``-``<0xFF>``
-  = 3-258, ``▁`` for spaces and a SentencePiece-like dummy prefix, so that the processor's piece-wise
-  tokenization around ``<image>`` behaves as with Llama). As with Llama, every word is its own pre-token, so a
-  colour or an object name is the same token in every question. (An earlier version let merges cross spaces to
-  save tokens; its 1024 pieces fused whole questions such as "Locate several points on the yellow bottle" into
-  one token, so a model could only learn which colour a question asks for separately for each of ~200 fused
-  question tokens.) Two exceptions keep sequences short: the system prompt and RoboPoint's answer-format sentence,
-  identical in every sample, are one pre-token each (a single token after training). Answers are cut into fixed
-  pieces so that training and generation tokenize alike: ``"▁[("``, ``"), ("``, ``", "``, ``")]"`` and per
-  coordinate ``"0.4"`` + ``"61"`` -- the first piece is a ten-way choice that already places the point to 10 %,
-  the easier decision to learn than a hundred-way one.
-* Images -- 112 px, patch 28 -> 16 image positions (a 4 x 4 grid; an object is 8-14 px): the fewer positions the
-  language model must choose among, the sooner it learns to (``scripts/grounding_readout_toy.py``: 0.99 accuracy
-  after 1,000 steps with 16 positions, 0.54 after 700 with 64). The real model agrees: stage 1 below with patch 14
-  (64 positions) vs 28, 12 min each on one thread side by side, reached 1,486 vs 3,185 steps and loss 1.149 vs
-  1.054 (the image had not started to matter at 1,486 steps; it had at 3,185). ``image_aspect_ratio="pad"`` like
-  RoboPoint; the vision features are the LAST layer's (``vision_feature_layer=-1``: with 4 layers, RoboPoint's -2
-  would waste one).
-* Initialisation -- random, except two things that make the image tokens say WHERE they are from step 0: the
-  position table is a 2-D sin-cos code (:func:`sincos_position_table`) and the projector's output starts at unit
-  RMS (:func:`scale_projector_output`).
-* Training -- the project's TRL path (:func:`~robopoint_hf.training.trainer.build_trainer`: the same trainer, collator and
-  data preparation as ``robopoint train``) with ``freeze_vision_tower=False``, so every parameter is trainable,
-  AdamW at 2e-4 (the 2e-3 of earlier versions was too high for the language model to learn to select image
-  tokens: ``scripts/grounding_readout_toy.py``), warm-up and cosine decay over a wall-clock budget (see
-  :func:`train`). Three stages (``scripts/train_tiny_model.sh``): scenes with ONE object answered with ONE point at
-  its centre, the vision tower frozen (the model learns to read positions off the random tower's tokens), then
-  2-3 objects named by colour and kind or by a red box, still one centre point (it learns which object the words
-  mean), then the full mix with RoboPoint's 3-8-point answers, with the first half of stage 2's questions replayed
-  (``tiny mix``: 40,000 + 10,000 records; see "Stage 3" below). Trained
-  on the full mix from scratch, the model answered from the question alone. Without the replay, stage 3 unlearned
-  part of stage 2: from the same stage 2 (25 min each, 2 threads), the highlighted-object family scored 0.141
-  without and 0.274 with it, attribute 0.126 vs 0.200, overall 0.277 vs 0.280 (free space next to an object
-  0.148 vs 0.112: the replay takes a third of the stage's samples).
-  One centre point in stage 3 too would be cheaper (45 tokens per sample instead of 71: 1.66x the steps) but is
-  not better: from the same stage 2, 12 min on one thread each, 0.255 vs 0.248 strict on the 600 held-out
-  questions -- within noise, so the model keeps RoboPoint's several-point answers.
-* Stage 1 keeps the random vision tower (``train --freeze-vision-tower``) -- the change that took the
-  model from 0.282 to 0.483 overall (600 held-out questions; every family 3.4x-53.5x its best baseline). Trained
-  on one-object scenes, the tower gave up the objects' colours for their positions (probe below) and read x
-  slowly; kept at its initialisation (sin-cos positions, unit-RMS tokens) it leaves both to the projector and the
-  language model. Same data, seeds and minutes (25 / 15 / 20, two threads), tower frozen vs trained in stage 1:
-  one-object scenes 0.897 vs 0.673 inside the object (x off by a median 1.9 vs 5.2 px; 9,913 vs 9,187 steps);
-  after stage 2, 2-3-object scenes 0.69 vs 0.27 (attribute 0.70 vs 0.25, highlight 0.68 vs 0.31); the final
-  model 0.483 vs 0.282 (attribute 0.664 vs 0.187, highlight 0.597 vs 0.254, relation 0.357 vs 0.276, free space
-  next to an object 0.269 vs 0.105). Stages 2 and 3 train the tower. The notes below were measured with the tower
-  trained in stage 1 and explain why it had to change.
-* Stage 3 -- every stage is short of steps, so its minutes and its replay were weighed (from the shipped run's
-  stage 1 or 2, two threads, 600 held-out questions). With all of stage 2's questions replayed, 20 min of stage 3
-  (4,495 steps) scored 0.483; the same on one thread beside another run (2,814 steps) 0.403. Stage 2 cut to 7 min
-  for a 28-min stage 3: 0.447 (after that stage 2, the named object among 2-3 is found in 0.44 of the questions,
-  vs 0.69 after 15 min). No replay: 0.487 (free space next to an object 0.331 vs 0.269, highlighted objects 0.468
-  vs 0.597). The first half of stage 2 replayed (40,000 + 10,000 records): 0.492, and 0.492 again at a learning
-  rate of 3e-4 -- the recipe. The tower stays trainable after stage 1 because training sharpens its colours: the
-  MLP probe below names the object's colour from 0.895 of the tokens after stage 1, 0.985 after stage 2, 0.997
-  after stage 3. A DataLoader worker building the batches beside two compute threads: 4.17 vs 4.10 steps/s.
-* Batching -- where a step's time goes (cProfile, 300 stage-3 steps, two threads): backward 52 %, forward 31 %
-  (language-model matmuls at about the machine's float32 rate), data 11 %. So the steps are bound by the language
-  model's tokens, and a random batch of 16 rows of the stage-3 mix (40-92 tokens, answers of 1-8 points) adds 42 %
-  padding to its tokens (padded / real 1.42; 1.10 for the one-point stages 1-2). Sorting 50 megabatches by length
-  together (``length_group_size=50``, transformers' ``group_by_length`` idea; the megabatches are still shuffled)
-  leaves 1.002: 5.26 vs 3.82 steps/s on stage 3 (300 steps). From the shipped run's stage 2, the 20-min stage 3
-  then reached 5,862 steps instead of 4,842 and scored 0.522 instead of 0.492 (between 0.392 / 0.346, free space
-  next to an object 0.370 / 0.337, surface 0.876 / 0.789, attribute 0.656 / 0.620, highlight 0.516 / 0.548,
-  relation 0.348 / 0.360); on a second held-out split (600 questions, seed 100) 0.554 vs 0.529. The same stage 3
-  with another batch order (seed 1, 5,942 steps): 0.547 (0.546 on the second split). A full run with grouping in
-  every stage (10,984 / 6,215 / 5,919 steps) scored 0.482 (0.541 on the second split): stages 1-2 vary between runs
-  by as much as the gain; the shipped model was chosen on the second split.
-* What limits it -- reading x off the image. On 300 held-out ONE-object scenes (nothing to tell apart), the stage-1
-  model of a rerun points inside the object 55 % of the time: its y is within 4 px in 95 % of the answers (median
-  0.6 px), its x is off by a median 7 px (objects are ~17 px wide in the 160 x 120 scene). A ridge probe of the
-  image tokens (2,500 scenes, 500 held out) finds x to 7.7 px and y to 2.9 px, and a 1-px shift of a pasted box
-  changes them 2.6x more in y than in x (1.1x at initialisation): the tower learned y first. Why, measured with
-  12-min stage-1 runs on one thread, side by side (~3,100 steps; control: x off by 39 px, y by 8): not the answer
-  order (``[(y, x)]`` answers: the same loss per coordinate, first x digit 2.24 nats first or second), not the
-  tables' wood grain (scenes without it: 38 / 6 px), but the layout: objects stand on a table band, so x spans
-  2.3x the range of y (std 40 vs 17 px), and on transposed scenes the model learns the band's coordinate first
-  (x' 13 px, y' 34 px); with half the scenes transposed it learned each layout's narrow coordinate and x on the
-  normal half no sooner (39 px). The wide coordinate comes last and keeps improving with steps: x off by 39 / 7.4 /
-  5.2 px after 3,135 / 7,731 / 9,187 stage-1 steps (0.55 -> 0.67 inside the object for the last two), hence the
-  25 / 15 / 20 min; the overall score did not move (0.282, vs 0.280 with 20 / 15 / 25 and replay). Every family
-  but "free space on a surface" needs that precision, the more so the more objects (0.37 -> 0.12 on the object
-  families from 2 to 5 objects, previous shipped model). 64 patches (patch 14) would be finer but learn slower
-  (above).
-  Nor did the tower's capacity or step size, nor the batch (12-min stage-1 runs from the same initialisation, one
-  thread, two side by side; control x off by 39 / 38 px, y by 8 / 6 px, 3,070-3,135 steps): a tower twice as wide
-  (hidden 256; 2,436 steps) x 34 / y 7 px; the tower's learning rate 5x the language model's x 38 / y 10 px, 15x
-  x 40 / y 15 px; batch 32 at 3e-4 (1,557 steps) x 35 / y 16 px -- all within the controls' spread on x, no better
-  than 0.043 inside the object.
-* Binding -- several questions about one image as one multi-turn conversation (up to three objects, one turn each, the
-  LLaVA format the collator already masks per answer) did not teach which object the words mean faster: from the
-  previous shipped stage 1, 12 min each side by side, 2-3-object attribute questions scored 0.189 vs 0.179 with one
-  question per record (the same ~47,000 answers seen), highlighted objects 0.162 vs 0.293 (fewer of them seen). Most
-  misses of the previous shipped model are ANOTHER object, not a near miss: on the object families and free space next
-  to objects the median distance of its points from the region is 22-29 px (9.5 for object relations; objects are ~17
-  px wide), and on the attribute questions whose colour no other object in the scene shares, its first point lands on
-  the named object in 21 of 98 (on another object of another colour and kind in 51).
-* What the image tokens hold -- a probe (an MLP with one hidden layer of 256, trained on the token of the object's own
-  patch; 3,000 one-object attribute scenes, 20 % held out) names the object's colour (one of 8) for 0.94 of the
-  held-out scenes from the raw pixels of that patch, 0.85 from the tokens of the random initialisation, 0.64 after the
-  previous shipped stage 1, 0.75 after its stage 2 and 0.76 for that model; its kind (one of 5; commonest 0.21) for
-  0.48 from pixels and 0.35-0.38 from any of the tokens. (A linear probe is no measure here: on raw pixels it gets
-  0.56.) Stage 1 trades colour for position and the later stages do not win it back, while the language model alone
-  binds words to clean colour tokens within ~1,000 steps (``scripts/grounding_readout_toy.py``): the tokens are a
-  likely limit of binding. Half the stage-1 records from TWO-object scenes (``tiny mix`` of 20,000 + 20,000; 15 min on
-  one thread side by side with the control, ~3,900 steps each) kept no more colour (0.70 vs 0.78) and slowed the
-  reading of positions (y off by 10.5 vs 3.6 px on one-object scenes). The tower FROZEN at its random initialisation
-  for stage 1 (``train --freeze-vision-tower``; the same 15 min, 3,891 vs 3,899 steps) kept the colour (0.83) and read
-  x sooner (off by 21 vs 38 px; y 7.6 vs 3.6 px; 0.137 vs 0.090 inside the object).
-* Data parallel on one CPU -- ``torchrun --standalone --nproc_per_node 2 scripts/tiny_model.py train ...`` runs
-  one single-threaded process per core (gloo all-reduce), rank 0's clock driving every rank's time budget.
-  Measured one after the other on an idle machine (200 steps each, 16 image positions): 106 samples/s with two
-  processes x batch 16 vs 84 for one process with two threads and batch 16 (1.26x); with batch 8 per process
-  (the same 16 per step) 5.6 vs 5.3 steps/s. The shipped model was trained single-process.
-  ``torch.compile`` (the trainer's ``torch_compile=True``) does not pay here: after an 80-s compilation, 6.5 vs
-  6.4 steps/s eager (stage 1, 400 steps, two threads). A profile of eager stage-1 steps: backward 46 %, forward
-  28 %, building the batch (image decoding, tokenization) 18 %.
+* ``build`` trains a Llama-style BPE tokenizer with byte fallback on the synthetic questions and answers (every word
+  its own pre-token; the fixed system prompt and answer-format sentence one token each; answers cut into fixed
+  pieces, ``"0.4"`` + ``"61"`` per coordinate) and saves a randomly initialised model: a 112-px CLIP-style tower
+  with patch 28 (16 image positions), an ``mlp2x_gelu`` projector and a 4-layer Llama, with a 2-D sin-cos position
+  table and the projector scaled so that image tokens start at unit RMS.
+* ``mix`` writes one training list from several synth folders (stage 3 replays half of stage 2's questions).
+* ``train`` runs the project's TRL trainer (:func:`~robopoint_hf.training.trainer.build_trainer`) with every
+  parameter trainable unless ``--freeze-vision-tower``, warm-up and cosine decay over a wall-clock budget
+  (``--max-minutes``), batches of rows of similar length; it records the stage in ``train_summary.json``.
+  ``torchrun --standalone --nproc_per_node 2 scripts/tiny_model.py train ...`` runs it data-parallel on CPU cores.
+* ``evaluate`` answers the held-out questions with the library's eval runner
+  (:func:`~robopoint_hf.evaluation.runner.run_answers` over a ``RoboPointPipeline``), also with every question asked
+  about the next question's image, and scores them and two baselines with the Where2Place ``strict`` protocol.
+* ``ship`` writes the shipped folder (weights, example scenes, evaluation results) and its model card
+  (:func:`robopoint_hf.original.model_card.render_trained_model_card`) through the package's save path.
+
+Why the recipe is what it is (curriculum, frozen tower in stage 1, replay, image size, batching) and what was
+measured on the way: ``docs/design/tiny_model.md``.
 """
 
 from __future__ import annotations
@@ -165,6 +66,7 @@ from typing import Any
 from robopoint_hf.checkpoints import DEFAULT_MODEL_DIR
 from robopoint_hf.model.points import ANSWER_FORMAT_SUFFIX
 from robopoint_hf.model.templates import VICUNA_V1_SYSTEM
+from robopoint_hf.original.model_card import TRAIN_SUMMARY_FILE
 from robopoint_hf.training.data import mix_robopoint_data
 
 logger = logging.getLogger(__name__)
@@ -178,8 +80,9 @@ PROMPT_TEMPLATE = "vicuna_v1"
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>")
 BYTE_TOKENS = tuple(f"<0x{value:02X}>" for value in range(256))
 
-# Pre-token boundaries (applied after spaces became "▁"): see the module docstring. The two fixed sentences come
-# first so that they win over the word rule; look-arounds restrict the point pieces to real answers.
+# Pre-token boundaries (applied after spaces became "▁"): every word is its own pre-token, so a colour or an object
+# name is the same token in every question. The two fixed sentences come first so that they win over the word rule;
+# look-arounds restrict the point pieces to real answers.
 FIXED_SENTENCES = (VICUNA_V1_SYSTEM, ANSWER_FORMAT_SUFFIX)
 PRETOKEN_PATTERN = (
     "|".join("▁?" + re.escape(sentence.replace(" ", "▁")) for sentence in FIXED_SENTENCES)
@@ -231,13 +134,10 @@ RECIPE: dict[str, Any] = {
     "max_grad_norm": 1.0,
     "lr_scheduler_type": "cosine",
     "seed": 0,
-    # TRL turns it on by default to save memory; a 3.7 M-parameter model needs none, and recomputing every layer's
-    # forward in the backward pass made steps 1.33x slower (300 steps, 2 threads: 60 s vs 45 s, same losses); over
-    # the three timed stages of scripts/train_tiny_model.sh, turning it off gave 1.18-1.24x the steps.
+    # A 3.7 M-parameter model needs no activation memory saved; recomputing the forward only costs steps.
     "gradient_checkpointing": False,
-    # Micro-batches of rows of similar length: RoboPoint's answers hold 1-8 points, so a random batch of stage 3's mix
-    # adds 42 % padding to its tokens (padded / real 1.42; 1.002 grouped 50 megabatches at a time), and the steps are
-    # bound by the language model's tokens (300 steps of stage 3, 2 threads: 5.26 vs 3.82 steps/s, 1.38x).
+    # Micro-batches of rows of similar length: answers hold 1-8 points, and the steps are bound by the language
+    # model's tokens, padding included.
     "length_group_size": 50,
 }
 MAX_NEW_TOKENS = 64
@@ -571,7 +471,7 @@ def train(
             TIME instead of steps (see :func:`_time_budget_callback`); the shipped model's recipe.
         freeze_vision_tower (`bool`, *optional*, defaults to `False`): keep the tower at its ``init_dir`` weights
             (the random tower's tokens keep the objects' colours, which a first stage on one-object scenes trains
-            away; see the module notes).
+            away).
         **overrides: fields of :class:`~robopoint_hf.training.trainer.RoboPointSFTConfig` replacing :data:`RECIPE`.
 
     Returns:
@@ -642,157 +542,173 @@ def train(
         "recipe": {**RECIPE, **overrides, "max_minutes": max_minutes},
         "vision_tower_frozen": freeze_vision_tower,
         "data": str(data_dir),
+        "data_info": describe_data(data_dir),
     }
-    earlier = Path(init_dir) / "train_summary.json"
+    earlier = Path(init_dir) / TRAIN_SUMMARY_FILE
     if earlier.exists():  # a later stage of a curriculum: keep the record of the stages before it
         previous = json.loads(earlier.read_text())
         summary["earlier_stages"] = [*previous.pop("earlier_stages", []), previous]
-    (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (output_dir / TRAIN_SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
     logger.info("Trained %d steps in %.1f min.", summary["steps"], minutes)
     leave_process_group()
     return output_dir
 
 
 # ---------------------------------------------------------------------------------------------------- evaluation
-def predict(model, processor, images: Sequence[Any], texts: Sequence[str], *, batch_size: int = 32) -> list[str]:
-    """Greedy answers (the model's generation config) for image/question pairs, in order."""
-    import torch
-
-    answers: list[str] = []
-    for start in range(0, len(texts), batch_size):
-        batch = processor(
-            images=list(images[start : start + batch_size]),
-            text=list(texts[start : start + batch_size]),
-            return_tensors="pt",
-        )
-        with torch.inference_mode():
-            output = model.generate(**batch, do_sample=False)
-        new_tokens = output[:, batch["input_ids"].shape[1] :]
-        answers.extend(text.strip() for text in processor.post_process_image_text_to_text(new_tokens))
-    return answers
+SYSTEMS = ("model", "model_shuffled_images", "centre", "uniform_random")
+"""What :func:`evaluate` scores: the model, the model asked about the next question's image, two baselines."""
 
 
-def baseline_answers(sizes: Sequence[tuple[int, int]], *, seed: int = 0, points: int = 5) -> dict[str, list[str]]:
-    """The two trivial baselines: the image centre, and ``points`` uniform random points per question."""
+def baseline_answer_fns(*, seed: int = 0, points: int = 5) -> dict[str, Any]:
+    """Answer functions of the two trivial baselines: the image centre, and ``points`` uniform random points per
+    question (one random stream, drawn in question order)."""
     import numpy as np
 
     from robopoint_hf.model.points import format_points
 
     rng = np.random.default_rng(seed)
     return {
-        "centre": [format_points([(0.5, 0.5)]) for _ in sizes],
-        "uniform_random": [format_points(rng.uniform(0, 1, size=(points, 2)).tolist()) for _ in sizes],
+        "centre": lambda questions: [format_points([(0.5, 0.5)]) for _ in questions],
+        "uniform_random": lambda questions: [
+            format_points(rng.uniform(0, 1, size=(points, 2)).tolist()) for _ in questions
+        ],
+    }
+
+
+def answer_files(answers_file: str | os.PathLike) -> dict[str, Path]:
+    """Where :func:`evaluate` writes each system's answers: ``answers_file`` for the model, siblings for the rest."""
+    answers_file = Path(answers_file)
+    suffix = answers_file.suffix or ".jsonl"
+    return {
+        name: answers_file if name == "model" else answers_file.with_name(f"{answers_file.stem}.{name}{suffix}")
+        for name in SYSTEMS
     }
 
 
 def evaluate(
     model_dir: str | os.PathLike,
     data_dir: str | os.PathLike,
+    answers_file: str | os.PathLike,
     *,
     limit: int | None = None,
     batch_size: int = 32,
-    answers_out: str | os.PathLike | None = None,
-    shuffled_images: bool = True,
+    pipe: Any = None,
 ) -> dict[str, Any]:
-    """Scores the model and the baselines on a Where2Place-layout folder (``strict`` protocol, real image sizes).
+    """Scores the model and the baselines on a Where2Place-layout folder (``strict`` protocol).
 
-    With ``shuffled_images`` the model also answers every question about the NEXT question's image (a rotation by
-    one): what it scores without seeing the scene the question is about. Template priors ("the left side of the
-    table") score there too; the gap between the two rows is what the model gets from looking at the image.
+    Every system answers through the library's eval runner into an answer file in the original ``model_vqa.py``
+    format (see :func:`answer_files`), and every file is scored by the library's Where2Place scorer. The model also
+    answers every question about the NEXT question's image (a rotation by one): what it scores without seeing the
+    scene the question is about. Template priors ("the left side of the table") score there too; the gap between the
+    two rows is what the model gets from looking at the image.
+
+    Args:
+        model_dir (`str`): the trained model folder.
+        data_dir (`str`): a Where2Place-layout folder (``robopoint synth --split-eval`` writes one under ``eval/``).
+        answers_file (`str`): the model's answer file; the other systems' files are written next to it.
+        limit (`int`, *optional*): the first ``limit`` questions only.
+        batch_size (`int`, *optional*, defaults to `32`): rows per ``generate`` call.
+        pipe (`RoboPointPipeline`, *optional*): the pipeline to answer with; loaded from ``model_dir`` on the CPU in
+            float32 when not given.
 
     Returns:
-        `dict`: per system (``model``, ``model_shuffled_images``, ``centre``, ``uniform_random``) the overall
-        accuracy, the per-category accuracies and the parse counts; plus the number of questions and the category
-        counts. ``answers_out`` gets one JSON line per question (``text``, and ``text_shuffled_images``).
+        `dict`: per system of `SYSTEMS` the overall accuracy, the per-category accuracies and the parse counts; the
+        number of questions, the category counts and the model's seconds per question (what
+        :func:`robopoint_hf.original.model_card.results_table` reads).
     """
     from collections import Counter
+    from dataclasses import replace
 
-    import torch
-    from PIL import Image
+    from accelerate import PartialState
 
-    from robopoint_hf.evaluation.where2place import load_questions, score_where2place
-    from robopoint_hf.model.modeling_robopoint import RoboPointForConditionalGeneration
-    from robopoint_hf.model.processing_robopoint import RoboPointProcessor
+    from robopoint_hf.evaluation.runner import model_id_from_path, pipeline_answer_fn, run_answers
+    from robopoint_hf.evaluation.where2place import load_questions, score_answer_files
+    from robopoint_hf.inference.loading import load_pipeline
 
     questions = load_questions(data_dir)[:limit]
-    images = [Image.open(question.image).convert("RGB") for question in questions]
-    sizes = [image.size for image in images]
-    categories = [question.category or "all" for question in questions]
-    model = RoboPointForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
-    processor = RoboPointProcessor.from_pretrained(model_dir)
-    start = time.monotonic()
-    texts = [question.text for question in questions]
-    answers = predict(model, processor, images, texts, batch_size=batch_size)
-    seconds = time.monotonic() - start
-    systems = {"model": answers}
-    if shuffled_images:
-        systems["model_shuffled_images"] = predict(
-            model, processor, images[1:] + images[:1], texts, batch_size=batch_size
+    if pipe is None:
+        pipe = load_pipeline(str(model_dir), "cpu", "float32")
+    shuffled = [
+        replace(question, image=questions[(index + 1) % len(questions)].image)
+        for index, question in enumerate(questions)
+    ]
+    model_answers = pipeline_answer_fn(pipe, batch_size=batch_size)  # greedy, the model's generation config
+    answer_fns = {"model": model_answers, "model_shuffled_images": model_answers, **baseline_answer_fns()}
+    files = answer_files(answers_file)
+    state = PartialState(cpu=True)
+    model_id = model_id_from_path(model_dir)
+    seconds = 0.0
+    for name in SYSTEMS:
+        start = time.monotonic()
+        run_answers(
+            shuffled if name == "model_shuffled_images" else questions,
+            answer_fns[name],
+            files[name],
+            model_id=model_id if name.startswith("model") else name,
+            batch_size=batch_size,
+            overwrite=True,
+            state=state,
         )
-    if answers_out is not None:
-        with open(answers_out, "w", encoding="utf-8") as handle:
-            for index, question in enumerate(questions):
-                record = {"question_id": question.question_id, "text": answers[index], "category": question.category}
-                if shuffled_images:
-                    record["text_shuffled_images"] = systems["model_shuffled_images"][index]
-                handle.write(json.dumps(record) + "\n")
-    masks = [question.mask for question in questions]
-    systems.update(baseline_answers(sizes))
+        if name == "model":
+            seconds = time.monotonic() - start
+    scored = score_answer_files([files[name] for name in SYSTEMS], data_dir, protocols=["strict"], questions=questions)
     results: dict[str, Any] = {
         "data": str(data_dir),
         "num_questions": len(questions),
-        "categories": dict(sorted(Counter(categories).items())),
+        "categories": dict(sorted(Counter(q.category for q in questions if q.category is not None).items())),
         "seconds_per_question": round(seconds / max(1, len(questions)), 4),
     }
-    for name, predictions in systems.items():
-        scored = score_where2place(predictions, masks, protocol="strict", image_sizes=sizes, categories=categories)
+    for name, by_protocol in zip(SYSTEMS, scored, strict=True):
+        result = by_protocol["strict"]
         results[name] = {
-            "accuracy": scored.accuracy,
-            "per_category": dict(sorted(scored.per_category.items())),
-            "num_parsed": scored.num_parsed,
-            "num_failed": scored.num_failed,
-            "num_empty": scored.num_empty,
+            "accuracy": result.accuracy,
+            "per_category": dict(sorted(result.per_category.items())),
+            "num_parsed": result.num_parsed,
+            "num_failed": result.num_failed,
+            "num_empty": result.num_empty,
         }
     return results
 
 
-def results_table(results: dict[str, Any]) -> str:
-    """A Markdown table: one row per category (and "all"); columns model, model with shuffled images (when
-    evaluated), centre, random, and model / best of centre and random."""
-    shuffled = "model_shuffled_images" in results
-    systems = ("model", *(("model_shuffled_images",) if shuffled else ()), "centre", "uniform_random")
-    header = ["category", "n", "tiny model", *(["same model, images shuffled"] if shuffled else [])]
-    header += ["centre", "uniform random", "model / best baseline"]
-    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-
-    def row(name: str, count: int, values: list[float]) -> str:
-        best = max(values[-2:])
-        ratio = f"{values[0] / best:.1f}x" if best > 0 else "inf"
-        return f"| {name} | {count} | " + " | ".join(f"{value:.3f}" for value in values) + f" | {ratio} |"
-
-    for category, count in results["categories"].items():
-        rows.append(row(category, count, [results[s]["per_category"].get(category, math.nan) for s in systems]))
-    rows.append(row("**all**", results["num_questions"], [results[s]["accuracy"] for s in systems]))
-    return "\n".join(rows)
-
-
 # ---------------------------------------------------------------------------------------------------- shipping
-EXAMPLES_FILE = "examples.json"
-
-
 def pick_examples(eval_dir: str | os.PathLike, answers_file: str | os.PathLike, per_family: int = 1) -> list[dict]:
     """Evaluation questions the model answered fully inside the region, one per family, for the shipped examples."""
-    from robopoint_hf.evaluation.where2place import load_questions, score_where2place
+    from robopoint_hf.evaluation.where2place import load_answers, load_questions, score_answer_files
 
-    questions = load_questions(eval_dir)
-    answers = [json.loads(line)["text"] for line in Path(answers_file).read_text().splitlines() if line.strip()]
-    scores = score_where2place(answers, [q.mask for q in questions[: len(answers)]], protocol="strict").per_question
+    answers = load_answers(answers_file)
+    questions = load_questions(eval_dir)[: len(answers)]
+    (scored,) = score_answer_files([answers_file], eval_dir, protocols=["strict"], questions=questions)
     chosen: dict[str, list[dict]] = {}
-    for question, answer, score in zip(questions, answers, scores, strict=False):
+    for question, answer, score in zip(questions, answers, scored["strict"].per_question, strict=True):
         family = question.category or "all"
         if score == 1.0 and len(chosen.setdefault(family, [])) < per_family:
-            chosen[family].append({"question": question, "answer": answer})
+            chosen[family].append({"question": question, "answer": answer["text"]})
     return [item for family in sorted(chosen) for item in chosen[family]]
+
+
+def describe_data(data_dir: str | os.PathLike) -> dict[str, Any]:
+    """What a training folder holds, for the card (:func:`robopoint_hf.original.model_card.data_text`): from its
+    ``synth_info.json`` (``robopoint synth``) or ``mix_info.json`` (``mix``), else only its name."""
+    data_dir = Path(data_dir)
+    info_file, mix_file = data_dir / "synth_info.json", data_dir / MIX_INFO_FILE
+    if mix_file.exists():
+        sources = json.loads(mix_file.read_text())["sources"]
+        return {"mixture": [describe_data(source["data"]) for source in sources]}
+    if not info_file.exists():
+        return {"name": data_dir.name}
+    info = json.loads(info_file.read_text())
+    config = info["config"]
+    described = {
+        "scenes": info["summary"]["scenes"],
+        "seed": info["seed"],
+        "min_objects": config["min_objects"],
+        "max_objects": config["max_objects"],
+        "families": info["summary"]["families"],
+        "answer": config.get("answer"),
+    }
+    if config.get("answer") != "centre":
+        described.update(min_points=config["min_points"], max_points=config["max_points"])
+    return described
 
 
 def ship(
@@ -804,11 +720,13 @@ def ship(
     *,
     real_results_file: str | os.PathLike | None = None,
 ) -> Path:
-    """Writes the shipped folder: weights, processor, generation config, example scenes and the model card, through
-    the package's one save path (atomic; code files, ``auto_map`` and ``custom_pipelines`` regenerated)."""
+    """Writes the shipped folder: weights, processor, generation config, example scenes, evaluation results and the
+    model card, through the package's one save path (atomic; code files, ``auto_map`` and ``custom_pipelines``
+    regenerated)."""
     from PIL import Image
 
     from robopoint_hf.hub_checkpoint import staged_folder, write_remote_code
+    from robopoint_hf.original.model_card import EVAL_RESULTS_FILE, EXAMPLES_FILE, render_trained_model_card
 
     out = Path(out_dir)
     with staged_folder(out, overwrite=True) as staged:
@@ -834,217 +752,14 @@ def ship(
                 }
             )
         (staged / EXAMPLES_FILE).write_text(json.dumps(examples, indent=1) + "\n")
-        results = json.loads(Path(results_file).read_text())
-        real = json.loads(Path(real_results_file).read_text()) if real_results_file else None
-        summary = json.loads((Path(model_dir) / "train_summary.json").read_text())
-        (staged / "README.md").write_text(model_card(results, summary, real, examples))
+        evaluation = {
+            "synthetic": json.loads(Path(results_file).read_text()),
+            "where2place": json.loads(Path(real_results_file).read_text()) if real_results_file else None,
+        }
+        (staged / EVAL_RESULTS_FILE).write_text(json.dumps(evaluation, indent=1) + "\n")
+        (staged / "README.md").write_text(render_trained_model_card(staged))
         write_remote_code(staged)
     return out
-
-
-def _data_text(data_dir: Path) -> str:
-    """What a training folder holds: from its ``synth_info.json`` (``robopoint synth``) or ``mix_info.json``
-    (``tiny mix``) when it is still there, else its name."""
-    info_file, mix_file = data_dir / "synth_info.json", data_dir / MIX_INFO_FILE
-    if mix_file.exists():
-        sources = json.loads(mix_file.read_text())["sources"]
-        return "a mixture of " + " and ".join(_data_text(Path(source["data"])) for source in sources)
-    if not info_file.exists():
-        return f"`{data_dir.name}`"
-    info = json.loads(info_file.read_text())
-    config, families = info["config"], info["summary"]["families"]
-    low, high = config["min_objects"], config["max_objects"]
-    objects = "one object" if low == high == 1 else f"{low}-{high} objects"
-    answers = (
-        "one point at the region's centre"
-        if config.get("answer") == "centre"
-        else f"{config['min_points']}-{config['max_points']} points sampled in the region"
-    )
-    return (
-        f"{info['summary']['scenes']:,} synthetic scenes (`robopoint synth`, seed {info['seed']}, {objects} "
-        f"per scene; questions: {', '.join(f'{name} {count:,}' for name, count in families.items())}; "
-        f"answers: {answers})"
-    )
-
-
-def _stages_text(summary: dict) -> str:
-    """One bullet per training stage: its data (:func:`_data_text`) and what the stage did."""
-    stages = [*summary.get("earlier_stages", []), summary]
-    lines = []
-    for number, stage in enumerate(stages, start=1):
-        data = _data_text(Path(stage["data"])) if stage.get("data") else "the training data"
-        epochs = stage["samples_seen"] / stage["rows"]
-        # A run shorter than one logging interval has no logged loss.
-        loss = "not logged" if stage["final_loss"] is None else f"{stage['final_loss']:.3f}"
-        lines.append(
-            f"* Stage {number} of {len(stages)}: {data}; {stage['steps']:,} steps ({stage['samples_seen']:,} samples, "
-            f"{epochs:.2f} epochs) in **{stage['train_minutes']:.0f} minutes**, final training loss {loss}"
-            + ("; vision tower frozen" if stage.get("vision_tower_frozen") else "")
-            + _batching_text(stage.get("recipe", {}).get("length_group_size", 1))
-            + "."
-        )
-    return "\n".join(lines)
-
-
-def _batching_text(length_group_size: int) -> str:
-    if length_group_size > 1:
-        return f"; batches of rows of similar length (`length_group_size={length_group_size}`)"
-    return "; batches of random lengths"
-
-
-def image_ablation_text(results: dict) -> str:
-    """The card's paragraph on what the image adds: accuracy with the right images minus with shuffled ones,
-    overall and per family (a family counts as image-dependent from +0.02 on). Empty without an ablation row."""
-    shuffled = results.get("model_shuffled_images")
-    if shuffled is None:
-        return ""
-    gap = results["model"]["accuracy"] - shuffled["accuracy"]
-    per_family = {
-        name: results["model"]["per_category"][name] - shuffled["per_category"][name] for name in results["categories"]
-    }
-    looking = [f"{name} +{value:.3f}" for name, value in per_family.items() if value >= 0.02]
-    if not looking:
-        verdict = f"looking at the right image adds {gap:+.3f} overall: the answers come from the question alone"
-    elif len(looking) == len(per_family):
-        verdict = (
-            f"looking at the right image adds {gap:+.3f} overall and matters in every family: {', '.join(looking)}"
-        )
-    else:
-        verdict = (
-            f"looking at the right image adds {gap:+.3f} overall; it matters in {', '.join(looking)}, and elsewhere "
-            "the answers come from the question alone"
-        )
-    return (
-        f"Image ablation: asked every question about ANOTHER scene's image it scores {shuffled['accuracy']:.3f} "
-        f'against {results["model"]["accuracy"]:.3f} with the right one, so {verdict} (column "images '
-        'shuffled" above).\n\n'
-    )
-
-
-def model_card(results: dict, summary: dict, real: dict | None, examples: list[dict]) -> str:
-    """The README.md of the shipped folder."""
-    params = summary["parameters"]
-    quality_note = ""
-    if results["model"]["accuracy"] < 0.5:
-        quality_note = (
-            "**Below the project's quality target** (0.5 on the synthetic split); see the per-family rows above for "
-            "what it has and has not learned. Treat it as a demonstration of the pipeline, not as evidence of what "
-            "the architecture can learn.\n\n"
-        )
-    quality_note += image_ablation_text(results)
-    overall = results["model"]["accuracy"]
-    real_line = (
-        f"On the real Where2Place benchmark (100 photos, 640x480) it scores **{real['model']['accuracy']:.3f}** "
-        f"(centre baseline {real['centre']['accuracy']:.3f}, uniform random {real['uniform_random']['accuracy']:.3f}): "
-        "it has never seen a photograph, and this number is reported only to make that plain."
-        if real
-        else "It was not evaluated on real images."
-    )
-    example = examples[0] if examples else None
-    question = example["question"].split(". Your answer")[0] + "." if example else "Point to the red mug."
-    image = example["image"] if example else "example.jpg"
-    recipe = summary["recipe"]
-    return f"""---
-license: apache-2.0
-library_name: transformers
-pipeline_tag: image-text-to-text
-tags:
-- robopoint
-- llava
-- robotics
-- affordance
-- synthetic-data
-- tiny
----
-
-# Tiny RoboPoint (synthetic tabletop demonstration model)
-
-A **{sum(params.values()) / 1e6:.1f}-million-parameter** RoboPoint (LLaVA-1.5 architecture: CLIP-style ViT -> 2-layer MLP projector -> Llama)
-trained **from scratch** on procedurally generated tabletop scenes (`robopoint synth`). It ships inside the
-`robopoint_hf` package so that the pipeline, the CLI, the demo and the tests run offline, without downloading a
-13-billion-parameter checkpoint.
-
-**This is a demonstration model for synthetic scenes, NOT a real-world model.** It knows five object kinds in eight
-flat colours on a plain table, drawn at 160x120 pixels. Do not use it to control a robot. For real images use the
-published RoboPoint checkpoints (`wentao-yuan/robopoint-v1-vicuna-v1.5-13b`, converted with `robopoint convert`).
-
-## Usage
-
-```python
-from PIL import Image
-from robopoint_hf import RoboPointForConditionalGeneration, RoboPointProcessor
-from robopoint_hf.model.points import add_answer_format, parse_points
-from robopoint_hf.checkpoints import DEFAULT_MODEL_DIR
-
-model = RoboPointForConditionalGeneration.from_pretrained(DEFAULT_MODEL_DIR).eval()
-processor = RoboPointProcessor.from_pretrained(DEFAULT_MODEL_DIR)
-image = Image.open(DEFAULT_MODEL_DIR / "{image}")
-# Like RoboPoint, the model was trained with the answer-format sentence after every question.
-inputs = processor(images=image, text=add_answer_format("{question}"), return_tensors="pt")
-output = model.generate(**inputs)   # greedy, up to {MAX_NEW_TOKENS} new tokens (generation_config.json)
-answer = processor.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-print(parse_points(answer).points)
-```
-
-`examples.json` lists the example scenes shipped in this folder (image, ground-truth mask, question, the answer
-the model gave when it was shipped).
-
-## Model
-
-| part | configuration | parameters |
-|---|---|---|
-| vision tower | CLIP ViT, {IMAGE_SIZE} px, patch {PATCH_SIZE} ({IMAGE_SEQ_LENGTH} positions), width 128, 4 layers | {params["vision_tower"]:,} |
-| projector | mlp2x_gelu, 128 -> 256 -> 256 | {params["multi_modal_projector"]:,} |
-| language model | Llama, width 256, 4 layers, 8 heads (2 KV heads), MLP 448, context {MODEL_MAX_LENGTH} | {params["language_model"]:,} |
-
-Images are padded to a square with the CLIP mean colour and resized (`image_aspect_ratio="pad"`, as RoboPoint);
-the image features are the vision tower's last layer. Prompts use RoboPoint's `vicuna_v1` template.
-
-**Tokenizer**: Llama-style BPE with byte fallback, at most {VOCAB_SIZE} tokens (`<unk>`=0, `<s>`=1, `</s>`=2, 256 byte
-tokens), trained on the synthetic questions and answers. Every word is its own token(s), as with Llama; the fixed
-system prompt and answer-format sentence are one token each; a point `(0.461, 0.527)` is six tokens (`0.4` `61`
-`, ` `0.5` `27` `), (`), the first of each coordinate a ten-way choice. Words never seen in training fall back to
-characters and bytes.
-
-## Training
-
-{_stages_text(summary)}
-* Everything trained from random initialisation (vision tower included), with the project's TRL trainer
-  (`RoboPointSFTTrainer` + `RoboPointDataCollator`: loss on the answer and its `</s>` only). Initialisation: the
-  vision tower's position table is a 2-D sin-cos code and the projector's last layer is scaled so that image tokens
-  start at unit RMS (`tiny.build`: at the default init the image tokens say too faintly where they are).
-* Each stage: AdamW, peak learning rate {recipe["learning_rate"]}, weight decay {recipe["weight_decay"]}, batch
-  {recipe["per_device_train_batch_size"]}, gradient clipping {recipe["max_grad_norm"]}; {recipe["warmup_steps"]:.0%} warm-up then
-  cosine decay over a WALL-CLOCK budget (on a shared CPU a step's speed varies several-fold, so the schedule follows
-  time, not steps), float32, 2 CPU threads, gradient checkpointing \
-{"on (TRL's default)" if recipe.get("gradient_checkpointing", True) else "off"}.
-* Reproduce: `bash scripts/train_tiny_model.sh` (data -> tokenizer -> training -> evaluation -> this folder).
-
-## Evaluation
-
-Where2Place metric (`robopoint_hf.evaluation.where2place`, `strict` protocol: normalized points scaled by the real image size,
-a question's score is the fraction of its points inside the ground-truth mask, unparseable answers score 0), greedy
-decoding, on {results["num_questions"]} held-out synthetic questions (`--split-eval`, scenes never seen in training).
-Baselines: one point at the image centre; five uniform random points. "Images shuffled": the same model, each
-question asked about the next question's image (what it scores without seeing the scene).
-
-{results_table(results)}
-
-Overall accuracy **{overall:.3f}**; {results["model"]["num_parsed"]} of {results["num_questions"]} answers parsed
-as point lists ({results["model"]["num_failed"]} failures).
-
-{real_line}
-
-## Limitations
-
-{quality_note}Synthetic scenes only; fixed vocabulary of objects, colours and phrasings (other wordings degrade quickly); no
-occlusion, no 3D, no real textures. The answer always has 3-8 points because the training answers did.
-
-## Citation
-
-RoboPoint: Yuan et al., 2024, *RoboPoint: A Vision-Language Model for Spatial Affordance Prediction for Robotics*,
-https://huggingface.co/papers/2406.10721.
-"""
 
 
 # ---------------------------------------------------------------------------------------------------- command line
@@ -1082,7 +797,9 @@ def make_parser() -> argparse.ArgumentParser:
     eval_parser.add_argument("--model", required=True)
     eval_parser.add_argument("--data", required=True, help="Where2Place-layout folder")
     eval_parser.add_argument("--out", required=True, help="results JSON")
-    eval_parser.add_argument("--answers", default=None, help="answer file (jsonl) to write")
+    eval_parser.add_argument(
+        "--answers", default=None, help="the model's answer file (jsonl; default: --out with .answers.jsonl)"
+    )
     eval_parser.add_argument("--limit", type=int, default=None)
     eval_parser.add_argument("--batch-size", type=int, default=32)
 
@@ -1125,9 +842,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             per_device_train_batch_size=args.batch_size,
         )
     elif args.command == "evaluate":
-        results = evaluate(
-            args.model, args.data, limit=args.limit, batch_size=args.batch_size, answers_out=args.answers
-        )
+        from robopoint_hf.original.model_card import results_table
+
+        answers = args.answers or Path(args.out).with_suffix(".answers.jsonl")
+        results = evaluate(args.model, args.data, answers, limit=args.limit, batch_size=args.batch_size)
         Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
         print(results_table(results))
         print(f"parsed {results['model']['num_parsed']}/{results['num_questions']}")

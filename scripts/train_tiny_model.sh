@@ -1,17 +1,16 @@
 #!/usr/bin/env bash
 # Rebuilds the tiny RoboPoint shipped in src/robopoint_hf/default_model/, from nothing, on a CPU:
 #   synthetic data (fixed seeds) -> tokenizer + random model -> three training stages -> evaluation -> the shipped
-#   folder. A curriculum, because a few-million-parameter model trained on the full mix from scratch learns to
-#   answer from the question alone and never starts reading the image (issue 7):
-#     1. one object per scene, questions about it, answered with ONE point at its centre: the model learns to read
-#        WHERE a thing is off the image tokens (a centre is a function of the image; 3-8 random points are mostly
-#        noise, and with them the image gap stayed ~0.001 nats after 1,800 steps vs ~0.9 here). The vision tower
-#        stays at its random initialisation: trained here, it gave up the objects' colours for their positions;
+#   folder. A curriculum, because a few-million-parameter model trained on the full mix from scratch answers from
+#   the question alone and never starts reading the image:
+#     1. one object per scene, questions about it, answered with ONE point at its centre (a function of the image,
+#        where 3-8 random points are mostly noise): the model learns to read WHERE a thing is off the image tokens.
+#        The vision tower stays at its random initialisation, which keeps the objects' colours in its tokens;
 #     2. 2-3 objects, questions naming one by colour and kind (or by a red box), still one centre point: it learns
 #        WHICH object the words mean;
 #     3. the full mix of scenes and families with RoboPoint's answers (3-8 points sampled in the region), plus half
-#        of the stage-2 questions again (replay: without it this stage unlearns part of stage 2, e.g. the
-#        highlighted-object family fell from 0.597 to 0.468; all of them leave fewer steps for free space).
+#        of the stage-2 questions again, so that this stage does not unlearn stage 2.
+#   The measurements behind each choice: docs/design/tiny_model.md.
 #
 #   bash scripts/train_tiny_model.sh                 # everything under runs/tiny/
 #   OUT=/tmp/tiny WHERE2PLACE=/path/to/where2place bash scripts/train_tiny_model.sh

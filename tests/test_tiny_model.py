@@ -16,10 +16,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_model import DEFAULT_MODEL_DIR, EXAMPLES_FILE, IMAGE_SEQ_LENGTH
+from tiny_model import IMAGE_SEQ_LENGTH
 
 from robopoint_hf import RoboPointForConditionalGeneration, RoboPointProcessor
+from robopoint_hf.checkpoints import DEFAULT_MODEL_DIR
 from robopoint_hf.model.points import ANSWER_FORMAT_SUFFIX, parse_points
+from robopoint_hf.original.model_card import EVAL_RESULTS_FILE, EXAMPLES_FILE, render_trained_model_card
 
 TINY_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "tiny_model.py"
 
@@ -32,15 +34,13 @@ def shipped():
     return model, RoboPointProcessor.from_pretrained(DEFAULT_MODEL_DIR)
 
 
-def test_shipped_folder_is_small_and_complete():
+def test_shipped_folder_is_small_and_its_card_is_generated():
     files = {path.name: path.stat().st_size for path in DEFAULT_MODEL_DIR.iterdir() if path.is_file()}
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "processor_config.json", "README.md"):
-        assert name in files
-    assert "generation_config.json" in files and EXAMPLES_FILE in files
     assert sum(files.values()) <= MAX_FOLDER_BYTES
     assert not any(name.endswith(".bin") for name in files)  # safetensors only
-    card = (DEFAULT_MODEL_DIR / "README.md").read_text()
-    assert card.startswith("---\n") and "NOT a real-world model" in card
+    # The card is a function of the folder's files (training record, evaluation results, examples): a card edited by
+    # hand, or results changed without regenerating it, fails here.
+    assert (DEFAULT_MODEL_DIR / "README.md").read_text() == render_trained_model_card(DEFAULT_MODEL_DIR)
 
 
 def test_shipped_model_points_inside_the_region(shipped):
@@ -204,8 +204,9 @@ def test_build_starts_image_tokens_with_positions_and_unit_scale(small_run):
 @pytest.mark.slow
 def test_a_second_stage_keeps_the_record_of_the_first(small_run, tmp_path):
     """The shipped model is trained in stages (``train --init`` of a trained model); its card lists every one."""
-    from tiny_model import _stages_text, main, train
+    from tiny_model import main, train
 
+    from robopoint_hf.original.model_card import stages_text
     from robopoint_hf.synthetic.scenes import SynthConfig, generate_dataset
 
     data, init = small_run
@@ -230,7 +231,7 @@ def test_a_second_stage_keeps_the_record_of_the_first(small_run, tmp_path):
         str(single),
         str(data),
     )
-    lines = _stages_text(summary).splitlines()
+    lines = stages_text(summary).splitlines()
     assert len(lines) == 2 and lines[0].startswith("* Stage 1 of 2: 8 synthetic scenes (`robopoint synth`, seed 4")
     assert "one object per scene" in lines[0] and "answers: one point at the region's centre)" in lines[0]
     assert lines[1].startswith("* Stage 2 of 2: 24 synthetic scenes (`robopoint synth`, seed 3, 2-5 objects")
@@ -247,7 +248,7 @@ def test_a_second_stage_keeps_the_record_of_the_first(small_run, tmp_path):
     third = train(tmp_path / "mix", second, tmp_path / "stage3", max_steps=1, per_device_train_batch_size=2)
     summary = json.loads((third / "train_summary.json").read_text())
     assert summary["rows"] == 24 + 8
-    line = _stages_text(summary).splitlines()[2]
+    line = stages_text(summary).splitlines()[2]
     assert line.startswith("* Stage 3 of 3: a mixture of 24 synthetic scenes (`robopoint synth`, seed 3, 2-5 objects")
     assert "and 8 synthetic scenes (`robopoint synth`, seed 4, one object per scene" in line
 
@@ -270,13 +271,13 @@ def test_time_budgeted_training_runs_data_parallel_on_cpu(small_run, tmp_path):
     RoboPointForConditionalGeneration.from_pretrained(tmp_path / "model")
 
 
-def test_evaluation_also_scores_the_model_on_shuffled_images(small_run, tmp_path, monkeypatch):
+def test_evaluation_also_scores_the_model_on_shuffled_images(small_run, tmp_path):
     """The image-ablation row pairs question i with the image of question i + 1 (a rotation by one): an oracle that
     always points inside the mask of the image it is shown scores 1.0 on the real pairs and exactly what the next
-    question's region gives on the shuffled ones."""
+    question's region gives on the shuffled ones. Every system goes through the eval runner's answer files."""
     import tiny_model as tiny
 
-    from robopoint_hf.evaluation.where2place import load_mask, load_questions, score_where2place
+    from robopoint_hf.evaluation.where2place import load_answers, load_mask, load_questions, score_where2place
     from robopoint_hf.model.points import format_points
     from robopoint_hf.synthetic.scenes import generate_dataset
 
@@ -291,29 +292,55 @@ def test_evaluation_also_scores_the_model_on_shuffled_images(small_run, tmp_path
         neighbours = sum(np.roll(np.roll(padded, dy, 0), dx, 1) for dy in range(-2, 3) for dx in range(-2, 3))
         row, column = np.unravel_index(np.argmax(neighbours[2:-2, 2:-2] * mask), mask.shape)
         inside.append(format_points([((column + 0.5) / mask.shape[1], (row + 0.5) / mask.shape[0])]))
-    owner = {Image.open(q.image).convert("RGB").tobytes(): index for index, q in enumerate(questions)}
+    owner = {str(q.image): index for index, q in enumerate(questions)}
     calls = []
 
-    def oracle(model, processor, images, texts, *, batch_size=32):
+    def oracle(images, texts, **kwargs):  # a RoboPointPipeline's call, as the runner's answer function makes it
         calls.append(list(texts))
-        return [inside[owner[image.tobytes()]] for image in images]
+        return [{"text": inside[owner[image]]} for image in images]
 
-    monkeypatch.setattr(tiny, "predict", oracle)
-    results = tiny.evaluate(init, tmp_path / "data" / "eval", answers_out=tmp_path / "answers.jsonl")
+    answers = tmp_path / "answers.jsonl"
+    results = tiny.evaluate(init, tmp_path / "data" / "eval", answers, batch_size=4, pipe=oracle)
     texts = [q.text for q in questions]
-    assert calls == [texts, texts]  # the questions keep their order; only the images move
+    assert calls == [texts[:4], texts[4:], texts[:4], texts[4:]]  # the questions keep their order; only images move
     assert results["model"]["accuracy"] == 1.0
     rotated = inside[1:] + inside[:1]
-    expected = score_where2place(rotated, [q.mask for q in questions], protocol="strict")
+    masks = [q.mask for q in questions]
+    expected = score_where2place(rotated, masks, protocol="strict")
     assert results["model_shuffled_images"]["accuracy"] == expected.accuracy < 1.0
-    records = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text().splitlines()]
-    assert [r["text"] for r in records] == inside and [r["text_shuffled_images"] for r in records] == rotated
-    assert "same model, images shuffled" in tiny.results_table(results)
+    centre = score_where2place(["[(0.5, 0.5)]"] * 6, masks, protocol="strict")
+    assert results["centre"]["accuracy"] == centre.accuracy
+    files = tiny.answer_files(answers)
+    assert [r["text"] for r in load_answers(files["model"])] == inside
+    assert [r["text"] for r in load_answers(files["model_shuffled_images"])] == rotated
+    assert [r["question_id"] for r in load_answers(files["uniform_random"])] == [q.question_id for q in questions]
+    assert sum(results["categories"].values()) == 6
+
+
+def test_ship_writes_the_folder_and_its_card(small_run, tmp_path):
+    """``evaluate`` with the real pipeline, then ``ship``: the folder loads, carries the evaluation results, and its
+    card is what the library's card writer makes of it."""
+    import tiny_model as tiny
+
+    from robopoint_hf.synthetic.scenes import generate_dataset
+
+    data, init = small_run
+    trained = tiny.train(data, init, tmp_path / "model", max_steps=1, per_device_train_batch_size=2)
+    generate_dataset(tmp_path / "data", 2, seed=6, eval_questions=3)
+    answers = tmp_path / "answers.jsonl"
+    results = tiny.evaluate(trained, tmp_path / "data" / "eval", answers)
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    out = tiny.ship(trained, tmp_path / "results.json", tmp_path / "data" / "eval", answers, tmp_path / "shipped")
+    assert json.loads((out / EVAL_RESULTS_FILE).read_text()) == {"synthetic": results, "where2place": None}
+    assert (out / "README.md").read_text() == render_trained_model_card(out)
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["data_info"]["scenes"] == 24 and summary["data_info"]["seed"] == 3
+    RoboPointForConditionalGeneration.from_pretrained(out)
 
 
 def test_card_says_where_the_image_matters():
     """The card's ablation sentence follows the per-family differences (right minus shuffled images, from +0.02)."""
-    from tiny_model import image_ablation_text
+    from robopoint_hf.original.model_card import image_ablation_text
 
     def results(right, shuffled):
         families = ["a", "b"]

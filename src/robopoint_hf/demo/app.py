@@ -13,7 +13,7 @@ A column is a model in this process (placed on a device of its own, or spread ov
 an OpenAI-compatible engine on this or another machine (:mod:`.demo_columns`). Columns answer concurrently; each
 says whether it is still working, and an error (an endpoint down, a timeout) shows in its own column only.
 
-What changed against the original web demo (controller + worker + Gradio server, see the reference notes §5):
+How it differs from the original web demo (``robopoint/serve/``: controller, model worker and Gradio server):
 
 * no controller or worker processes of its own: local models are answered through ``pipeline("robopoint")`` in
   this process, so the page shows exactly what the library returns (points, pixels, scores); models on other GPUs
