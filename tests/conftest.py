@@ -1,7 +1,8 @@
 """Shared test helpers: fixture paths, tiny random RoboPoint models, and hand-assembled fixture checkpoints.
 
-`tests/fixtures/original/` is a copy of the parity fixtures produced by the ORIGINAL RoboPoint code (see its
-README in the shared folder): tiny checkpoints in the LLaVA format and their reference inputs/outputs.
+`tests/fixtures/original/` holds the parity fixtures produced by the ORIGINAL RoboPoint code (its README says how
+each file was made, its MANIFEST.json lists every file's sha256): tiny checkpoints in the LLaVA format and their
+reference inputs/outputs.
 """
 
 from __future__ import annotations
