@@ -288,13 +288,10 @@ def detect_features() -> dict[str, bool]:
     from robopoint_hf import RoboPointForConditionalGeneration
     from robopoint_hf.model.pipeline_robopoint import RoboPointPipeline
 
-    decoding = None
-    for name in ("robopoint_hf.inference.decoding", "robopoint_hf.inference.decoding"):
-        try:
-            decoding = importlib.import_module(name)
-            break
-        except ImportError:
-            continue
+    try:
+        decoding = importlib.import_module("robopoint_hf.model.decoding")
+    except ImportError:
+        decoding = None
     pipeline_options = inspect.signature(RoboPointPipeline._sanitize_parameters).parameters
     generate_options = inspect.signature(RoboPointForConditionalGeneration.generate).parameters
     names = list(pipeline_options) + list(generate_options) + (dir(decoding) if decoding else [])
@@ -901,6 +898,12 @@ def main(argv: list[str] | None = None) -> int:
             45,
         ),
         ("latency-7b", "Latency, 7B shape, bf16", lambda s: latency(s, args, device, budget, "7b"), 45),
+        (
+            "demo-placement",
+            "Demo column placement (@cpu, @cuda:N, @auto)",
+            lambda s: demo_placement(s, args.dry_run),
+            20,
+        ),
     ]
     wanted = set(args.sections.split(",")) if args.sections else None
     if wanted and not wanted <= {section[0] for section in sections}:
@@ -915,6 +918,39 @@ def main(argv: list[str] | None = None) -> int:
     report.write()
     print(f"[gpu_check] report: {args.output / 'gpu_check.md'} ({budget.elapsed():.0f} s)")
     return 0 if all(section["status"] != "failed" for section in report.data["sections"]) else 1
+
+
+def demo_placement(section: dict, dry_run: bool) -> None:
+    """The demo's column placements (``@cpu``, ``@cuda:N``, ``@auto``): parsed and validated like ``robopoint demo
+    --model NAME=FOLDER@PLACE``, loaded like its local columns, weights where the placement says, and the greedy
+    answer of every placement equal to the CPU column's."""
+    import torch
+    from PIL import Image
+
+    from robopoint_hf.checkpoints import DEFAULT_MODEL_DIR
+    from robopoint_hf.demo.columns import parse_column
+    from robopoint_hf.inference.loading import load_pipeline
+
+    placements = ["cpu"] if dry_run else ["cpu", *(f"cuda:{i}" for i in range(torch.cuda.device_count())), "auto"]
+    example = json.loads((DEFAULT_MODEL_DIR / "examples.json").read_text())[0]
+    image = Image.open(DEFAULT_MODEL_DIR / example["image"]).convert("RGB")
+    reference = None
+    for placement in placements:
+        column = parse_column(f"{DEFAULT_MODEL_DIR}@{placement}")
+        pipe = load_pipeline(column.source, column.placement, "float32")
+        devices = sorted({str(parameter.device) for parameter in pipe.model.parameters()})
+        answer = pipe(image, example["instruction"], max_new_tokens=64)
+        reference = reference if reference is not None else answer
+        expected = {"cpu": ["cpu"]}.get(placement, [placement] if placement.startswith("cuda:") else None)
+        placed = devices == expected if expected is not None else any(d.startswith("cuda") for d in devices)
+        section["rows"].append(
+            {
+                "placement": placement,
+                "weights on": ", ".join(devices),
+                "same answer as cpu": answer["text"] == reference["text"],
+                "passed": placed and answer["text"] == reference["text"],
+            }
+        )
 
 
 def _skip(reason: str) -> Callable[[dict], None]:

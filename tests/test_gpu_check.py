@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ["environment", "parity", "latency-13b", "lora-7b", "latency-13b-4bit", "latency-7b"]
+SECTIONS = ["environment", "parity", "latency-13b", "lora-7b", "latency-13b-4bit", "latency-7b", "demo-placement"]
 OPTIONAL = {"lora-7b": ("trl", "peft", "datasets"), "latency-13b-4bit": ("bitsandbytes",)}
 
 pytestmark = pytest.mark.slow  # runs the whole check as a subprocess (CPU dry run)
