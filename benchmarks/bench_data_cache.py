@@ -11,13 +11,10 @@ the same modules first; the first run converts, the second finds the cache.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from bench_synth import _write_records
+from bench_synth import _measure, _write_records
 
 _MEASURE = """
 import json, resource, sys, time
@@ -49,16 +46,6 @@ print(json.dumps({"rows": count, "row": middle["id"], "seconds": seconds, "peak_
 """
 
 
-def _measure(mode: str, path: Path, folder: Path, cache: Path) -> dict:
-    output = subprocess.run(
-        [sys.executable, "-c", _MEASURE, mode, str(path), str(folder), str(cache)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return json.loads(output.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=200_000)
@@ -72,7 +59,7 @@ def main() -> None:
         results = {}
         for mode in ("from_generator", "ours"):
             cache = folder / f"cache-{mode}"
-            results[mode] = (_measure(mode, path, folder, cache), _measure(mode, path, folder, cache))
+            results[mode] = tuple(_measure(mode, path, folder, cache, _MEASURE) for _ in range(2))
     first_base, cached_base = results["from_generator"]
     assert results["ours"][0]["rows"] == first_base["rows"] and results["ours"][0]["row"] == first_base["row"]
     print(f"\nCaching {args.records:,} records ({size_mb:.0f} MB of JSON); memory = peak RSS minus RSS after imports")
