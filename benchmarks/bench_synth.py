@@ -78,9 +78,10 @@ def _write_records(path: Path, count: int, image_folder: Path) -> None:
     write_robopoint_records(records, path)
 
 
-def _measure(mode: str, path: Path, folder: Path, cache: Path) -> dict:
+def _measure(mode: str, path: Path, folder: Path, cache: Path, script: str = _MEASURE) -> dict:
+    """Runs `script` in a fresh process and returns the JSON line it prints last."""
     output = subprocess.run(
-        [sys.executable, "-c", _MEASURE, mode, str(path), str(folder), str(cache)],
+        [sys.executable, "-c", script, mode, str(path), str(folder), str(cache)],
         check=True,
         capture_output=True,
         text=True,

@@ -252,17 +252,9 @@ def tiny_config(vocab_size: int = VOCAB_SIZE, **overrides: Any):
 
 def tiny_processor(tokenizer, config=None):
     """The processor of the tiny model: padded square images of the vision tower's size, the Vicuna-v1 template."""
-    from robopoint_hf.model.image_processing_robopoint import RoboPointImageProcessor
     from robopoint_hf.model.processing_robopoint import RoboPointProcessor
 
-    config = config or tiny_config(len(tokenizer))
-    return RoboPointProcessor(
-        RoboPointImageProcessor(size=config.vision_config.image_size, image_aspect_ratio=config.image_aspect_ratio),
-        tokenizer,
-        prompt_template=config.prompt_template,
-        image_token_id=config.image_token_id,
-        image_seq_length=config.image_seq_length,
-    )
+    return RoboPointProcessor.from_model_config(tokenizer, config or tiny_config(len(tokenizer)))
 
 
 def generation_config(tokenizer):

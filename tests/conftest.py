@@ -107,11 +107,9 @@ def fixture_tokenizer():
 
 
 def tiny_processor(prompt_template: str = "vicuna_v1"):
-    from robopoint_hf import RoboPointImageProcessor, RoboPointProcessor
+    from robopoint_hf import RoboPointProcessor
 
-    return RoboPointProcessor(
-        RoboPointImageProcessor(size=28), fixture_tokenizer(), prompt_template=prompt_template, image_seq_length=4
-    )
+    return RoboPointProcessor.from_model_config(fixture_tokenizer(), tiny_config(prompt_template=prompt_template))
 
 
 def read_ref(checkpoint: str, mode: str, stem: str) -> tuple[dict, dict[str, torch.Tensor]]:

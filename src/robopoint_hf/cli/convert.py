@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import argparse
 
+from robopoint_hf.dtypes import DTYPE_CHOICES
+from robopoint_hf.model.templates import TEMPLATE_NAMES
+
 
 def add_conversion_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by `convert` and `export`."""
@@ -28,16 +31,21 @@ def add_conversion_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--dtype",
-        choices=("float32", "bfloat16", "float16"),
+        choices=DTYPE_CHOICES,
         help="One dtype for every saved weight (default: vision tower and projector in float32, the language model "
         "in SRC's dtype, as the original's default inference).",
     )
     parser.add_argument(
         "--prompt-template",
-        choices=("vicuna_v1", "llava_v1", "llava_llama_2"),
+        choices=TEMPLATE_NAMES,
         help="Template to record (default: the one the checkpoint was trained with, vicuna_v1).",
     )
-    parser.add_argument("--max-shard-size", default="5GB", help="Largest output shard (default: 5GB).")
+    parser.add_argument(
+        "--max-shard-size",
+        default="5GB",
+        type=lambda size: int(size) if size.isdigit() else size,
+        help="Largest output shard: bytes, or a size in KB, MB, GB, TB (default: 5GB).",
+    )
     parser.add_argument("--verify", action="store_true", help="Reload OUT and compare logits with SRC on a probe.")
     add_overwrite_argument(parser)
 

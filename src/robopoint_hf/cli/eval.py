@@ -38,7 +38,8 @@ import argparse
 import json
 import sys
 
-from robopoint_hf.inference.loading import DEFAULT_DTYPES
+from robopoint_hf.dtypes import DEFAULT_DTYPES, DTYPE_CHOICES
+from robopoint_hf.model.templates import TEMPLATE_NAMES
 
 from .predict import DEFAULT_MODEL, positive_int
 
@@ -164,7 +165,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     answer.add_argument(
         "--prompt-template",
-        choices=("vicuna_v1", "llava_v1", "llava_llama_2"),
+        choices=TEMPLATE_NAMES,
         help="override the checkpoint's prompt template; the published numbers used llava_v1 (default: checkpoint's)",
     )
     answer.add_argument(
@@ -180,7 +181,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     answer.add_argument("--model-id", help="model_id written into the answer file (default: the model's folder name)")
     answer.add_argument("--overwrite", action="store_true", help="delete an existing answer file instead of resuming")
     answer.add_argument("--device", choices=("cpu", "cuda", "mps"), help="default: the process's accelerate device")
-    answer.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="default: float32 on cpu, etc.")
+    answer.add_argument("--dtype", choices=DTYPE_CHOICES, help="default: float32 on cpu, etc.")
     _add_endpoint_arguments(answer)
 
     score = verbs.add_parser(

@@ -19,6 +19,8 @@ import json
 import os
 from pathlib import Path
 
+from robopoint_hf.dtypes import DTYPE_CHOICES, torch_dtype
+
 from .convert import add_overwrite_argument
 
 
@@ -43,7 +45,6 @@ def merge_lora(
     Returns:
         `Path`: the output folder.
     """
-    import torch
     from peft import PeftModel
 
     from robopoint_hf.hub_checkpoint import refuse_existing, save_checkpoint
@@ -55,7 +56,7 @@ def merge_lora(
     adapter = Path(adapter)
     if not (adapter / "adapter_config.json").is_file():
         raise FileNotFoundError(f"{adapter} holds no adapter_config.json; pass the output folder of a LoRA run.")
-    torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
+    weights_dtype = "auto" if dtype == "auto" else torch_dtype(dtype)
     components = adapter / COMPONENTS_FILE
     if model_base is None and components.is_file():
         from robopoint_hf.training.components import from_components
@@ -67,14 +68,14 @@ def merge_lora(
             projector=parts.get("projector"),
             projector_type=parts["projector_type"],
             prompt_template=parts.get("prompt_template", "vicuna_v1"),
-            dtype=None if torch_dtype == "auto" else torch_dtype,
+            dtype=None if weights_dtype == "auto" else weights_dtype,
         )
     else:
         if model_base is None:
             model_base = json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path")
         if not model_base:
             raise ValueError(f"{adapter}: the adapter does not name its base model; pass --model-base.")
-        base = RoboPointForConditionalGeneration.from_pretrained(model_base, dtype=torch_dtype)
+        base = RoboPointForConditionalGeneration.from_pretrained(model_base, dtype=weights_dtype)
     merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
     processor_source = adapter if (adapter / "processor_config.json").is_file() else model_base
     processor = RoboPointProcessor.from_pretrained(processor_source)
@@ -91,9 +92,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("adapter", help="Adapter folder (output of `robopoint train --lora`).")
     parser.add_argument("out", help="Output folder.")
     parser.add_argument("--model-base", help="RoboPoint checkpoint the adapter was trained on (default: recorded).")
-    parser.add_argument(
-        "--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"), help="Saved dtype."
-    )
+    parser.add_argument("--dtype", default="auto", choices=("auto", *DTYPE_CHOICES), help="Saved dtype.")
     add_overwrite_argument(parser)
     parser.set_defaults(func=run)
 

@@ -21,7 +21,8 @@ import os
 import sys
 
 from robopoint_hf.checkpoints import default_model
-from robopoint_hf.inference.loading import DEFAULT_DTYPES, load_pipeline
+from robopoint_hf.dtypes import DEFAULT_DTYPES, DTYPE_CHOICES
+from robopoint_hf.inference.loading import load_pipeline
 
 __all__ = ["DEFAULT_MODEL", "add_parser", "run"]
 
@@ -46,7 +47,7 @@ def add_loading_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--dtype",
-        choices=("float32", "bfloat16", "float16"),
+        choices=DTYPE_CHOICES,
         help="weight dtype (default: float32 on cpu, bfloat16 on cuda, float16 on mps)",
     )
     bits = parser.add_mutually_exclusive_group()

@@ -65,6 +65,26 @@ class RoboPointProcessor(ProcessorMixin):
         super().__init__(image_processor, tokenizer, chat_template=chat_template)
 
     @classmethod
+    def from_model_config(cls, tokenizer, config, **image_processor_kwargs) -> RoboPointProcessor:
+        """The processor matching a model config: the one way the library builds a processor from parts.
+
+        Args:
+            tokenizer ([`PreTrainedTokenizerBase`]): the language model's tokenizer.
+            config ([`RoboPointConfig`]): gives the image size, aspect-ratio mode, prompt template, placeholder id and
+                placeholders per image.
+            **image_processor_kwargs: override the image processor's settings (e.g. the CLIP tower's ``size``,
+                ``image_mean`` and ``image_std``).
+        """
+        image_kwargs = {"size": config.vision_config.image_size, "image_aspect_ratio": config.image_aspect_ratio}
+        return cls(
+            RoboPointImageProcessor(**{**image_kwargs, **image_processor_kwargs}),
+            tokenizer,
+            prompt_template=config.prompt_template,
+            image_token_id=config.image_token_id,
+            image_seq_length=config.image_seq_length,
+        )
+
+    @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, model_base=None, vision_tower=None, **kwargs):
         """:meth:`~transformers.ProcessorMixin.from_pretrained`, also reading ORIGINAL RoboPoint checkpoints.
 

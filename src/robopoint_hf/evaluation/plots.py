@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from robopoint_hf.model.templates import IMAGE_PLACEHOLDER
+
 from .answer_formats import parse_answer
 from .where2place import Where2PlaceQuestion, Where2PlaceResult
 
@@ -43,7 +45,7 @@ def _colors(count: int) -> list[tuple[float, float, float, float]]:
 
 def question_title(text: str) -> str:
     """The question without its answer-format sentence (and without the ``<image>`` line), as the original."""
-    if "<image>" in text and "\n" in text:
+    if IMAGE_PLACEHOLDER in text and "\n" in text:
         text = text.split("\n", 1)[1]
     return text.split("Your answer should", 1)[0].strip()
 

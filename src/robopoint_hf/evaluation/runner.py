@@ -34,6 +34,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from robopoint_hf.model.templates import IMAGE_PLACEHOLDER
+
 from .where2place import PROTOCOLS, Where2PlaceQuestion, Where2PlaceResult
 
 ANSWER_FIELDS = ("question_id", "prompt", "text", "answer_id", "model_id", "category")
@@ -41,8 +43,6 @@ ANSWER_FIELDS = ("question_id", "prompt", "text", "answer_id", "model_id", "cate
 
 AnswerFn = Callable[[Sequence[Where2PlaceQuestion]], Sequence[str]]
 """Answers a batch of questions: one answer text per question, in order."""
-
-IMAGE_PLACEHOLDER = "<image>"
 
 
 class ProcessState(Protocol):

@@ -7,8 +7,7 @@ memory).
 
 from __future__ import annotations
 
-DEFAULT_DTYPES = {"cpu": "float32", "cuda": "bfloat16", "mps": "float16"}
-"""Weight dtype per device when none is given: exact float32 on CPU, the usual half types elsewhere."""
+from robopoint_hf.dtypes import DEFAULT_DTYPES, torch_dtype
 
 
 def load_pipeline(model: str, device: str, dtype: str, bits: int | None = None):
@@ -16,7 +15,6 @@ def load_pipeline(model: str, device: str, dtype: str, bits: int | None = None):
 
     ``device="auto"`` spreads the model over every visible GPU (``device_map="auto"``), for a model too large for one.
     """
-    import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from robopoint_hf.hub_checkpoint import resolve_pretrained
@@ -26,16 +24,16 @@ def load_pipeline(model: str, device: str, dtype: str, bits: int | None = None):
     from robopoint_hf.original.checkpoint import is_original_checkpoint
 
     resolve_pretrained(model)  # a Hub id neither cached nor reachable: one line, at once
-    torch_dtype = getattr(torch, dtype)
+    dtype = torch_dtype(dtype)
     if is_original_checkpoint(model):  # a published checkpoint in the original LLaVA format: convert in memory
         if bits or device == "auto":
             how = f"in {bits} bits" if bits else "spread over GPUs (auto)"
             raise ValueError(f"convert {model} first (`robopoint convert`) to load it {how}")
-        loaded = RoboPointForConditionalGeneration.from_pretrained(model, dtype=torch_dtype).to(device).eval()
+        loaded = RoboPointForConditionalGeneration.from_pretrained(model, dtype=dtype).to(device).eval()
         return RoboPointPipeline(model=loaded, processor=RoboPointProcessor.from_pretrained(model), device=device)
-    kwargs = {"dtype": torch_dtype, "device_map": "auto" if device == "auto" else {"": device}}
+    kwargs = {"dtype": dtype, "device_map": "auto" if device == "auto" else {"": device}}
     if bits:
-        kwargs["quantization_config"] = quantization_config(bits, compute_dtype=torch_dtype)
+        kwargs["quantization_config"] = quantization_config(bits, compute_dtype=dtype)
     loaded = AutoModelForImageTextToText.from_pretrained(model, **kwargs).eval()
     processor = AutoProcessor.from_pretrained(model)
     return RoboPointPipeline(model=loaded, processor=processor, device=loaded.device)

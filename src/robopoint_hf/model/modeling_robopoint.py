@@ -28,12 +28,14 @@ from __future__ import annotations
 
 import contextvars
 import os
+import re
 
 import torch
 from torch import nn
 from transformers import GenerationMixin
 from transformers.activations import ACT2FN
-from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
+from transformers.conversion_mapping import register_checkpoint_conversion_mapping
+from transformers.core_model_loading import WeightRenaming
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.auto import AutoModel
 from transformers.models.llava.modeling_llava import (
@@ -449,13 +451,17 @@ def _original_checkpoint_module(path):
     return reader if reader.is_original_checkpoint(path) else None
 
 
-# In-memory name prefix -> canonical llava-hf checkpoint prefix (what llava-hf repos, vLLM and SGLang read).
 LLAVA_HF_PREFIXES = (
     ("model.language_model.", "language_model.model."),
     ("lm_head.", "language_model.lm_head."),
     ("model.vision_tower.", "vision_tower.vision_model."),
     ("model.multi_modal_projector.", "multi_modal_projector."),
 )
+"""In-memory name prefix -> canonical llava-hf checkpoint prefix (what llava-hf repos, vLLM and SGLang read).
+
+The one key table: saving (:func:`to_llava_hf_key`), reading back (:func:`from_llava_hf_key`) and the renames
+``from_pretrained`` applies (:func:`_register_checkpoint_layout`) are all derived from it.
+"""
 
 
 def to_llava_hf_key(name: str) -> str:
@@ -466,24 +472,30 @@ def to_llava_hf_key(name: str) -> str:
     raise ValueError(f"Parameter {name!r} has no llava-hf checkpoint name.")
 
 
-def from_llava_hf_key(key: str) -> str:
-    """Maps a canonical llava-hf checkpoint name back to the in-memory parameter name."""
+def from_llava_hf_key(key: str, strict: bool = True) -> str:
+    """Maps a canonical llava-hf checkpoint name back to the in-memory parameter name.
+
+    With ``strict=False`` a name outside the llava-hf layout (already an in-memory name) is returned unchanged.
+    """
     for prefix, canonical in LLAVA_HF_PREFIXES:
         if key.startswith(canonical):
             return prefix + key[len(canonical) :]
+    if not strict:
+        return key
     raise ValueError(f"Checkpoint tensor {key!r} is not in the llava-hf layout.")
 
 
 def _register_checkpoint_layout() -> None:
-    """Lets ``from_pretrained`` read llava-hf layouts into our custom classes (idempotent).
+    """Lets ``from_pretrained`` read the llava-hf layout into our custom classes (idempotent).
 
     transformers applies its checkpoint renames only to its own classes; custom code must register them under its
-    model type (root renames) and its inner model's class name (the ``language_model.model`` scope).
+    model type. The renames are :data:`LLAVA_HF_PREFIXES` read backwards, anchored at the start of the key.
     """
-    register_checkpoint_conversion_mapping("robopoint", get_checkpoint_conversion_mapping("llava"), overwrite=True)
-    register_checkpoint_conversion_mapping(
-        "RoboPointModel", get_checkpoint_conversion_mapping("LlavaModel"), overwrite=True
-    )
+    renames = [
+        WeightRenaming(source_patterns=f"^{re.escape(canonical)}", target_patterns=prefix)
+        for prefix, canonical in LLAVA_HF_PREFIXES
+    ]
+    register_checkpoint_conversion_mapping("robopoint", renames, overwrite=True)
 
 
 _register_checkpoint_layout()

@@ -40,9 +40,9 @@ from .decoding import AnswerLogitsProcessor, answer_decoding_kwargs
 from .image_processing_robopoint import load_image
 from .point_records import answer_records, item_scores, keep_top_points
 from .points import add_answer_format, parse_points
+from .templates import IMAGE_PLACEHOLDER
 
 TASK = "robopoint"
-IMAGE_PLACEHOLDER = "<image>"
 
 # Every GenerationConfig attribute may be passed to the pipeline call directly (temperature=0.2, top_p=..., ...).
 _GENERATION_KEYS = frozenset(key for key in vars(GenerationConfig()) if not key.startswith("_"))

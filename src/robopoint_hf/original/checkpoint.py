@@ -39,6 +39,7 @@ from typing import Literal
 
 import torch
 
+from robopoint_hf.dtypes import dtype_from_safetensors, torch_dtype
 from robopoint_hf.hub_checkpoint import HubModelUnavailableError, looks_like_hub_id, resolve_pretrained
 
 logger = logging.getLogger(__name__)
@@ -198,7 +199,7 @@ class TensorFile:
             tensor = handle[key]
             return tuple(tensor.shape), tensor.dtype
         view = handle.get_slice(key)
-        return tuple(view.get_shape()), _SAFETENSORS_DTYPES[view.get_dtype()]
+        return tuple(view.get_shape()), dtype_from_safetensors(view.get_dtype())
 
     def get(self, key: str) -> torch.Tensor:
         handle = self._open()
@@ -206,20 +207,6 @@ class TensorFile:
 
     def close(self) -> None:
         self._handle = None
-
-
-_SAFETENSORS_DTYPES = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
 
 
 def weight_files(folder: Path) -> list[Path]:
@@ -279,7 +266,7 @@ class OriginalCheckpoint:
     @property
     def stored_dtype(self) -> torch.dtype:
         name = self.config.get("torch_dtype") or self.config.get("dtype") or "float32"
-        return getattr(torch, name)
+        return torch_dtype(name)
 
 
 def open_original(

@@ -21,17 +21,20 @@ vision_model.*``, ...), so the two folders differ only in config, code and token
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import math
 import os
-import re
 import struct
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from robopoint_hf.model.templates import get_chat_template
+from robopoint_hf.dtypes import safetensors_dtype, torch_dtype
+from robopoint_hf.model.templates import IMAGE_PLACEHOLDER, get_chat_template
 
 from .checkpoint import (
     OriginalCheckpoint,
@@ -52,30 +55,6 @@ DEFAULT_MAX_SHARD_SIZE = "5GB"
 DEFAULT_MAX_NEW_TOKENS = 1024  # what the original evaluation (model_vqa.py) generates at most
 VERIFY_TOLERANCE = 1e-4
 
-_SAFETENSORS_DTYPE_NAMES = {
-    torch.float64: "F64",
-    torch.float32: "F32",
-    torch.float16: "F16",
-    torch.bfloat16: "BF16",
-    torch.int64: "I64",
-    torch.int32: "I32",
-    torch.int8: "I8",
-    torch.uint8: "U8",
-    torch.bool: "BOOL",
-}
-_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
-
-
-def parse_size(size: int | str) -> int:
-    """`"5GB"` -> 5_000_000_000 (decimal units like transformers; `KiB`/`MiB`/`GiB` are binary)."""
-    if isinstance(size, int):
-        return size
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]i?B|B)?\s*", size, flags=re.IGNORECASE)
-    if match is None:
-        raise ValueError(f"Cannot read size {size!r}; expected e.g. 5GB, 500MB or a number of bytes.")
-    return int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").upper()])
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Streaming safetensors writer
 # ---------------------------------------------------------------------------------------------------------------
@@ -89,68 +68,58 @@ def write_safetensors(
 ) -> list[Path]:
     """Writes `plan` as safetensors shards (+ index when sharded) under checkpoint names.
 
-    Each shard's header is computed from the planned shapes, then tensors are made and written one at a time: no
-    shard is ever held in memory. The file format is the documented safetensors layout (8-byte little-endian header
-    length, JSON header with dtype/shape/offsets, raw little-endian data), read back by `safetensors`. `dtype` is one
-    dtype or a function of the in-memory tensor name (see :func:`weight_dtypes`).
+    The shards are planned by `huggingface_hub.split_state_dict_into_shards_factory` from the planned shapes and
+    dtypes alone (`max_shard_size` as the Hub spells it: an int of bytes, or `"5GB"`, `"500MB"`, ...). Every shard's
+    header is then written up front and the tensors are made and appended to their shard one at a time, in plan
+    order: no shard is ever held in memory. The file format is the documented safetensors layout (8-byte
+    little-endian header length, JSON header with dtype/shape/offsets, raw little-endian data), read back by
+    `safetensors`. `dtype` is one dtype or a function of the in-memory tensor name (see :func:`weight_dtypes`).
     """
+    from huggingface_hub import constants, split_state_dict_into_shards_factory
+
     from robopoint_hf.model.modeling_robopoint import to_llava_hf_key
 
     dtype_of = dtype if callable(dtype) else (lambda name: dtype)
-    limit = parse_size(max_shard_size)
-    shards: list[list[tuple[str, tuple[int, ...], torch.dtype]]] = [[]]
-    shard_bytes = 0
-    for planned in plan.tensors:
-        tensor_dtype = dtype_of(planned.name)
-        size = _itemsize(tensor_dtype) * _numel(planned.shape)
-        if shards[-1] and shard_bytes + size > limit:
-            shards.append([])
-            shard_bytes = 0
-        shards[-1].append((to_llava_hf_key(planned.name), planned.shape, tensor_dtype))
-        shard_bytes += size
-    names = (
-        ["model.safetensors"]
-        if len(shards) == 1
-        else [f"model-{index:05d}-of-{len(shards):05d}.safetensors" for index in range(1, len(shards) + 1)]
+    layout = {to_llava_hf_key(planned.name): (planned.shape, dtype_of(planned.name)) for planned in plan.tensors}
+    split = split_state_dict_into_shards_factory(
+        layout,
+        get_storage_size=lambda entry: math.prod(entry[0]) * entry[1].itemsize,
+        filename_pattern=constants.SAFETENSORS_WEIGHTS_FILE_PATTERN,
+        max_shard_size=max_shard_size,
     )
-    tensors = plan.materialize(dtype_of)
-    weight_map: dict[str, str] = {}
-    total = 0
-    for file_name, entries in zip(names, shards, strict=True):
-        header: dict[str, dict] = {"__metadata__": {"format": "pt"}}
-        offset = 0
-        for key, shape, tensor_dtype in entries:
-            size = _itemsize(tensor_dtype) * _numel(shape)
-            header[key] = {
-                "dtype": _SAFETENSORS_DTYPE_NAMES[tensor_dtype],
-                "shape": list(shape),
-                "data_offsets": [offset, offset + size],
-            }
-            offset += size
-            weight_map[key] = file_name
-        total += offset
-        encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
-        encoded += b" " * (-len(encoded) % 8)  # data starts 8-byte aligned
-        with open(folder / file_name, "wb") as handle:
-            handle.write(struct.pack("<Q", len(encoded)))
-            handle.write(encoded)
-            for key, _, tensor_dtype in entries:
-                name, tensor = next(tensors)
-                if to_llava_hf_key(name) != key or tensor.dtype != tensor_dtype:
-                    raise RuntimeError(
-                        f"plan order broken at {name} ({tensor.dtype}); expected {key} ({tensor_dtype})."
-                    )
-                # Raw bytes without a copy: a flat uint8 view of the contiguous tensor.
-                handle.write(memoryview(tensor.contiguous().reshape(-1).view(torch.uint8).numpy()))
-                del tensor
-    if len(names) > 1:
-        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-        (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
-    return [folder / name for name in names]
-
-
-def _itemsize(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
+    pending: dict[str, deque[str]] = {}
+    with contextlib.ExitStack() as files:
+        handles = {}
+        for file_name, keys in split.filename_to_tensors.items():
+            header: dict[str, dict] = {"__metadata__": {"format": "pt"}}
+            offset = 0
+            for key in keys:
+                shape, tensor_dtype = layout[key]
+                size = math.prod(shape) * tensor_dtype.itemsize
+                header[key] = {
+                    "dtype": safetensors_dtype(tensor_dtype),
+                    "shape": list(shape),
+                    "data_offsets": [offset, offset + size],
+                }
+                offset += size
+            encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
+            encoded += b" " * (-len(encoded) % 8)  # data starts 8-byte aligned
+            handles[file_name] = files.enter_context(open(folder / file_name, "wb"))
+            handles[file_name].write(struct.pack("<Q", len(encoded)) + encoded)
+            pending[file_name] = deque(keys)
+        for name, tensor in plan.materialize(dtype_of):
+            key = to_llava_hf_key(name)
+            file_name = split.tensor_to_filename.get(key)
+            expected = pending[file_name].popleft() if file_name is not None and pending[file_name] else None
+            if expected != key or tensor.dtype != layout[key][1]:
+                raise RuntimeError(f"plan order broken at {name} ({tensor.dtype}); expected {expected}.")
+            # Raw bytes without a copy: a flat uint8 view of the contiguous tensor.
+            handles[file_name].write(memoryview(tensor.contiguous().reshape(-1).view(torch.uint8).numpy()))
+            del tensor
+    if split.is_sharded:
+        index = {"metadata": split.metadata, "weight_map": split.tensor_to_filename}
+        (folder / constants.SAFETENSORS_INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+    return [folder / name for name in split.filename_to_tensors]
 
 
 def weight_dtypes(language_dtype: torch.dtype, forced: torch.dtype | None = None) -> Callable[[str], torch.dtype]:
@@ -163,13 +132,6 @@ def weight_dtypes(language_dtype: torch.dtype, forced: torch.dtype | None = None
         return lambda name: forced
     prefixes = tuple(f"{module}." for module in VISION_MODULES)
     return lambda name: torch.float32 if name.startswith(prefixes) else language_dtype
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    count = 1
-    for dim in shape:
-        count *= dim
-    return count
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -215,18 +177,10 @@ def processor_for_original(checkpoint: OriginalCheckpoint, config):
     """The `RoboPointProcessor` of an original checkpoint: its tokenizer, its CLIP preprocessing, its template."""
     from transformers import AutoTokenizer
 
-    from robopoint_hf.model.image_processing_robopoint import RoboPointImageProcessor
     from robopoint_hf.model.processing_robopoint import RoboPointProcessor
 
-    return RoboPointProcessor(
-        image_processor=RoboPointImageProcessor(
-            image_aspect_ratio=config.image_aspect_ratio, **_image_processor_kwargs(checkpoint)
-        ),
-        tokenizer=AutoTokenizer.from_pretrained(tokenizer_folder(checkpoint)),
-        prompt_template=config.prompt_template,
-        image_token_id=config.image_token_id,
-        image_seq_length=config.image_seq_length,
-    )
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder(checkpoint))
+    return RoboPointProcessor.from_model_config(tokenizer, config, **_image_processor_kwargs(checkpoint))
 
 
 def load_original_processor(
@@ -279,10 +233,11 @@ def llava_processor(
     # legacy=True: whole-string tokenization then puts a "▁" after `<image>` exactly like the original's chunk-wise
     # tokenizer_image_token (transformers 5 rebuilds the pre-tokenizer from this flag and does not save it).
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, legacy=True)
-    tokenizer.add_tokens(["<image>"], special_tokens=True)
-    if tokenizer.convert_tokens_to_ids("<image>") != config.image_token_id:
+    tokenizer.add_tokens([IMAGE_PLACEHOLDER], special_tokens=True)
+    if tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER) != config.image_token_id:
         raise OriginalCheckpointError(
-            f"<image> got id {tokenizer.convert_tokens_to_ids('<image>')} in the tokenizer of {tokenizer_source}, "
+            f"{IMAGE_PLACEHOLDER} got id {tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER)} in the tokenizer of "
+            f"{tokenizer_source}, "
             f"expected the image token id {config.image_token_id} (the tokenizer must have exactly that many tokens)."
         )
     tokenizer.padding_side = "left"  # batched generation; plain transformers tokenizers pad on the right
@@ -442,7 +397,7 @@ def convert_checkpoint(
     from .model_card import render_model_card
 
     refuse_existing(out, overwrite)  # before any reading: a wrong OUT fails at once
-    forced = _as_dtype(dtype) if dtype is not None else None
+    forced = torch_dtype(dtype) if dtype is not None else None
     source_folder = Path(src).expanduser()
     if not is_original_checkpoint(src) and (source_folder / "config.json").is_file():
         if target != "llava":
@@ -490,15 +445,6 @@ def convert_checkpoint(
             difference = verify_conversion(checkpoint, staged, target, dtypes)
             logger.info("Verified %s: max |logit difference| on the probe input = %.3g.", out, difference)
     return Path(out)
-
-
-def _as_dtype(dtype: torch.dtype | str) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    value = getattr(torch, str(dtype).removeprefix("torch."), None)
-    if not isinstance(value, torch.dtype) or not value.is_floating_point:
-        raise ValueError(f"Unknown dtype {dtype!r}; expected float32, bfloat16 or float16.")
-    return value
 
 
 def probe_inputs(config, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -551,7 +497,6 @@ def _check_difference(out: Path, actual: torch.Tensor, expected: torch.Tensor) -
 
 __all__ = [
     "convert_checkpoint",
-    "parse_size",
     "probe_inputs",
     "verify_conversion",
     "weight_dtypes",

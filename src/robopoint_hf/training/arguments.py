@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from robopoint_hf.checkpoints import CLIP_VIT_L_336
+from robopoint_hf.dtypes import DTYPE_CHOICES
+from robopoint_hf.model.templates import TEMPLATE_NAMES
 
 LORA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -97,12 +99,10 @@ class ModelArguments:
         default=None,
         metadata={
             "help": "Chat template.",
-            "choices": ["vicuna_v1", "llava_v1", "llava_llama_2", None],
+            "choices": [*TEMPLATE_NAMES, None],
         },
     )
-    dtype: str = field(
-        default="auto", metadata={"help": "Weights dtype.", "choices": ["auto", "float32", "bfloat16", "float16"]}
-    )
+    dtype: str = field(default="auto", metadata={"help": "Weights dtype.", "choices": ["auto", *DTYPE_CHOICES]})
     lora: bool = field(default=False, metadata={"help": "Train LoRA adapters on the language model."})
     lora_r: int = field(default=128, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=256, metadata={"help": "LoRA alpha."})

@@ -134,35 +134,21 @@ def from_components(
     return model
 
 
-def processor_from_components(
-    language_model: str | os.PathLike,
-    vision_config,
-    prompt_template: str = "vicuna_v1",
-    image_aspect_ratio: str = "pad",
-) -> RoboPointProcessor:
-    """The processor matching :func:`from_components`: the LLM's tokenizer + RoboPoint image preprocessing.
+def processor_from_components(language_model: str | os.PathLike, config) -> RoboPointProcessor:
+    """The processor matching :func:`from_components`: the LLM's tokenizer + the model config's preprocessing.
 
     Args:
         language_model (`str` or `os.PathLike`): folder or Hub id holding the LLM's tokenizer.
-        vision_config ([`~transformers.CLIPVisionConfig`]): gives the image size and the number of image positions.
-        prompt_template (`str`, *optional*, defaults to `"vicuna_v1"`): chat template to train with.
-        image_aspect_ratio (`str`, *optional*, defaults to `"pad"`): ``"pad"`` or ``"square"``.
+        config ([`RoboPointConfig`]): the config of the model :func:`from_components` built.
     """
     from transformers import AutoTokenizer
 
-    from robopoint_hf.model.image_processing_robopoint import RoboPointImageProcessor
     from robopoint_hf.model.processing_robopoint import RoboPointProcessor
 
     tokenizer = AutoTokenizer.from_pretrained(language_model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.unk_token  # the original's choice for Llama (pad = <unk> = 0)
-    size = vision_config.image_size
-    return RoboPointProcessor(
-        RoboPointImageProcessor(image_aspect_ratio=image_aspect_ratio, size=size),
-        tokenizer,
-        prompt_template=prompt_template,
-        image_seq_length=(size // vision_config.patch_size) ** 2,
-    )
+    return RoboPointProcessor.from_model_config(tokenizer, config)
 
 
 __all__ = ["from_components", "load_projector_state_dict", "processor_from_components"]

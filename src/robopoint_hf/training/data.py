@@ -62,6 +62,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from robopoint_hf.model.points import add_answer_format, format_points
+from robopoint_hf.model.templates import IMAGE_PLACEHOLDER
 
 if TYPE_CHECKING:
     import datasets
@@ -80,7 +81,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-IMAGE_TAG = "<image>"
 ROLE_MAP = {"human": "user", "gpt": "assistant"}
 _READ_CHARS = 1 << 20  # 1 Mi characters per read: few syscalls, small buffer
 _MAX_RECORD_CHARS = 64 << 20  # a "record" this large means the file is broken, not that the record is big
@@ -252,11 +252,11 @@ def record_to_row(
             raise InvalidRecord("not_alternating", f"messages {turn - 1} and {turn} are both from {side!r}")
         previous = side
         text = message["value"]
-        count = text.count(IMAGE_TAG)
+        count = text.count(IMAGE_PLACEHOLDER)
         tag_count += count
         if count:
             # The original's preprocess_multimodal: drop every tag, strip, put the image first.
-            text = text.replace(IMAGE_TAG, "").strip()
+            text = text.replace(IMAGE_PLACEHOLDER, "").strip()
             content = [{"type": "image", "text": None}] + ([{"type": "text", "text": text}] if text else [])
         else:
             content = [{"type": "text", "text": text}]
@@ -521,7 +521,7 @@ def make_pointing_record(
     record: dict[str, Any] = {"id": record_id}
     if image is not None:
         record["image"] = image
-        prompt = f"{IMAGE_TAG}\n{prompt}"
+        prompt = f"{IMAGE_PLACEHOLDER}\n{prompt}"
     record["conversations"] = [
         {"from": "human", "value": prompt},
         {"from": "gpt", "value": format_points(points, decimals)},

@@ -49,6 +49,8 @@ from trl import SFTConfig, SFTTrainer, TrlParser
 if TYPE_CHECKING:
     import datasets
 
+from robopoint_hf.dtypes import torch_dtype
+
 from .arguments import ModelArguments, ScriptArguments
 
 logger = logging.getLogger(__name__)
@@ -148,13 +150,12 @@ def load_saved_weights(model: torch.nn.Module, folder: str | os.PathLike) -> boo
 
     Returns ``False`` when the folder holds no safetensors weights.
     """
-    from robopoint_hf.model.modeling_robopoint import LLAVA_HF_PREFIXES, from_llava_hf_key
+    from robopoint_hf.model.modeling_robopoint import from_llava_hf_key
 
     state = _checkpoint_state_dict(folder)
     if state is None:
         return False
-    canonical = tuple(prefix for _, prefix in LLAVA_HF_PREFIXES)
-    renamed = {from_llava_hf_key(key) if key.startswith(canonical) else key: tensor for key, tensor in state.items()}
+    renamed = {from_llava_hf_key(key, strict=False): tensor for key, tensor in state.items()}
     model.load_state_dict(renamed, strict=True)
     return True
 
@@ -232,7 +233,7 @@ class RoboPointSFTTrainer(SFTTrainer):
 
 def _resolve_dtype(model_args: ModelArguments, training_args: RoboPointSFTConfig) -> torch.dtype:
     if model_args.dtype != "auto":
-        return getattr(torch, model_args.dtype)
+        return torch_dtype(model_args.dtype)
     return torch.bfloat16 if training_args.bf16 else torch.float32
 
 
@@ -261,7 +262,7 @@ def load_model_and_processor(model_args: ModelArguments, training_args: RoboPoin
             prompt_template=template,
             dtype=dtype,
         )
-        processor = processor_from_components(model_args.language_model, model.config.vision_config, template)
+        processor = processor_from_components(model_args.language_model, model.config)
     if model_args.prompt_template is not None:
         processor.prompt_template = model_args.prompt_template
         processor.chat_template = get_chat_template(model_args.prompt_template)
