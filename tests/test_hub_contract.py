@@ -317,11 +317,21 @@ def test_convert_killed_at_any_moment_leaves_out_absent_or_complete(tmp_path):
     out = tmp_path / "out"
     code = _KILLED_CONVERT.format(src=str(ORIGINAL / "vicuna-mlp2x-full"), out=str(out))
     partial_seen = 0
-    for delay in (0.0, 0.1, 0.3, 0.6, 1.2):
+    # Kill points are states of the staged folder, not delays: the staged folder just created, then holding a
+    # few, more, and most of its files (a delay lands before or after the write depending on the machine's load).
+    for files_written in (0, 2, 5, 9):
         process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
         assert process.stdout.readline().strip() == "ready"
-        time.sleep(delay)
-        process.send_signal(signal.SIGKILL)
+        deadline = time.monotonic() + 300
+        while process.poll() is None and time.monotonic() < deadline:
+            staged = list(tmp_path.glob(".out.partial-*"))
+            try:
+                if staged and sum(1 for _ in staged[0].iterdir()) >= files_written:
+                    process.send_signal(signal.SIGKILL)
+                    break
+            except FileNotFoundError:  # renamed into place between the two looks
+                pass
+            time.sleep(0.0005)
         process.wait()
         partial_seen += bool(list(tmp_path.glob(".out.partial-*")))
         if out.exists():  # the rename happened: the folder is whole
