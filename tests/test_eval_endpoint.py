@@ -160,7 +160,8 @@ def test_cli_refuses_options_that_do_not_apply(tmp_path, capsys, extra, message)
 
 def test_answer_formats_are_looked_up_in_one_place():
     assert get_answer_format("robopoint") is ANSWER_FORMATS["robopoint"]
-    with pytest.raises(ValueError, match="unknown answer format 'molmo'; known: robopoint"):
-        get_answer_format("molmo")
+    assert get_answer_format("molmo") is ANSWER_FORMATS["molmo"]
+    with pytest.raises(ValueError, match="unknown answer format 'nope'; known: embodied-r1, gemini-er, molmo"):
+        get_answer_format("nope")
     assert request_params() == {"temperature": 0.0, "max_tokens": 1024}
     assert request_params(temperature=0.2, top_p=0.9, max_new_tokens=None) == {"temperature": 0.2, "top_p": 0.9}

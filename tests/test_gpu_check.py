@@ -82,10 +82,15 @@ def test_parity_rows_pass_against_the_original_references(report):
 def test_latency_compares_ours_with_native_llava_on_the_same_weights(report, section_id):
     rows = _section(report[0], section_id)["rows"]
     workloads = ["prefill, 1 question", "1 question", "batch of 8 questions", "5 questions, 1 frame"]
+    decoding = [
+        "pipeline, free decoding",
+        "pipeline, constrained decoding",
+        "pipeline, 5 questions, 1 frame (shared prefix)",
+    ]
     assert [(row["workload"], row["model"]) for row in rows] == [
         (workload, model) for workload in workloads for model in ("ours", "native LLaVA")
-    ]
-    for row in rows:
+    ] + [(workload, "ours") for workload in decoding]
+    for row in rows[: 2 * len(workloads)]:
         assert "peak_gb" in row
         if row["workload"] == "prefill, 1 question":
             assert row["ms"] > 0

@@ -313,9 +313,9 @@ def run_score(args: argparse.Namespace) -> int:
 
 def _run_endpoint(args: argparse.Namespace) -> int:
     """``robopoint eval where2place --endpoint``: answer through the served model (resumable), then score."""
+    from robopoint_hf.evaluation.benchmarks import load_benchmark
     from robopoint_hf.evaluation.endpoint import EndpointClient, EndpointError, endpoint_answer_fn, request_params
     from robopoint_hf.evaluation.runner import model_id_from_path, run_answers
-    from robopoint_hf.evaluation.where2place import load_questions
 
     local_only = {
         "--model": args.model,
@@ -328,7 +328,7 @@ def _run_endpoint(args: argparse.Namespace) -> int:
     if given:
         return _fail("where2place", f"{', '.join(given)} cannot be used with --endpoint (the server decides)", code=2)
     try:
-        questions = load_questions(args.data_dir, args.question_file)
+        questions = load_benchmark(args.data_dir, args.benchmark, split=args.split, question_file=args.question_file)
         params = request_params(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens)
         with EndpointClient(
             args.endpoint, args.endpoint_model, max_retries=args.max_retries, request_timeout=args.request_timeout

@@ -30,6 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from PIL import Image
+
 from robopoint_hf.inference.serving import build_messages, parse_response, response_text
 
 from .answer_formats import ANSWER_FORMATS as ADAPTED_FORMATS
@@ -279,7 +281,8 @@ def endpoint_answer_fn(
     builder = get_answer_format(answer_format).build_messages
 
     def ask(question: Where2PlaceQuestion) -> str:
-        messages = builder(str(question.image), instruction_of(question.text), answer_format=add_answer_format)
+        image = question.image if isinstance(question.image, Image.Image) else str(question.image)
+        messages = builder(image, instruction_of(question.text), answer_format=add_answer_format)
         extra = {} if seed is None else {"seed": question_seed(seed, question.question_id)}
         try:
             return response_text(client.chat(messages, **params, **extra))
