@@ -34,6 +34,7 @@ from robopoint_hf.demo.app import build_demo, gradio_temp_dir, launch_demo, load
 from robopoint_hf.evaluation.endpoint import EndpointClient, request_params  # noqa: E402
 from robopoint_hf.inference.loading import load_pipeline  # noqa: E402
 from robopoint_hf.inference.serving import build_messages, parse_response  # noqa: E402
+from robopoint_hf.model.pipeline_robopoint import RoboPointPipeline  # noqa: E402
 
 CHROMIUM = os.environ.get("ROBOPOINT_CHROMIUM", "/usr/bin/chromium")
 # No network beyond loopback here: without the background-networking flags Chromium keeps dialling Google's hosts.
@@ -48,6 +49,7 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+MAX_POINTS = 2
 PAGE_TIMEOUT_MS = 60_000  # bounded waits on page conditions; the 2-core machine is shared
 
 pytestmark = [
@@ -108,13 +110,23 @@ def test_page_shows_the_pipelines_points(served, page, tmp_path, monkeypatch):
     page.locator("#input-image input[type=file]").set_input_files(str(EXAMPLE_IMAGE))
     page.locator("#input-image img").wait_for()  # the upload finished and the preview is shown
     page.locator("#instruction textarea").fill(INSTRUCTION)
+    # The folder-loaded model decodes constrained (the demo's default), where max points closes its answer: two
+    # points keep the JSON short enough to be rendered whole by the page's code viewer.
+    page.get_by_text("Generation").click()  # the accordion holding the generation options
+    page.locator("#max-points input[type=number]").fill(str(MAX_POINTS))
+    page.locator("#max-points input[type=number]").press("Enter")
     page.locator("#submit").click()
     for index in range(len(pipelines)):
-        page.wait_for_function(
-            "index => (document.querySelector(`#json-${index} .cm-content`)?.innerText ?? '').includes('parse_failed')",
-            arg=index,
-            timeout=PAGE_TIMEOUT_MS,
-        )
+        try:
+            page.wait_for_function(
+                "index => (document.querySelector(`#json-${index} .cm-content`)?.innerText ?? '').includes('parse_failed')",
+                arg=index,
+                timeout=PAGE_TIMEOUT_MS,
+            )
+        except Exception:
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "demo_browser_fail.png"), full_page=True)
+            raise
         page.locator(f"#annotated-{index} img").wait_for()
         page.locator(f"#points-{index} [role=gridcell]").first.wait_for()
 
@@ -123,7 +135,7 @@ def test_page_shows_the_pipelines_points(served, page, tmp_path, monkeypatch):
 
     image = Image.open(EXAMPLE_IMAGE)
     for index, pipe in enumerate(pipelines.values()):
-        expected = pipe(image, INSTRUCTION)
+        expected = pipe(image, INSTRUCTION, max_points=MAX_POINTS)
         assert expected["points"], "the pointing model should answer with points"
         assert json.loads(page.locator(f"#json-{index} .cm-content").inner_text()) == expected
         assert page.locator(f"#text-{index} textarea").input_value() == expected["text"]
@@ -187,10 +199,13 @@ def test_local_endpoint_down_and_slow_columns(pointing_server, page, tmp_path):
     """One page, four columns: a local model on cpu, the same checkpoint served by `transformers serve`, an endpoint
     that is down, and a slow local column. The three answer (or fail, in one line) while the slow one says it is
     still working; the served column shows exactly what `parse_response` reads from the server's reply."""
-    local = load_pipeline(str(pointing_server.local), "cpu", "float32")
+    # The served column decodes free text (the request asks for no grammar), so the local column does too: the same
+    # checkpoint, the same answer. (Placement parsing and loading of `FOLDER@cpu` columns: tests/test_demo.py.)
+    loaded = load_pipeline(str(pointing_server.local), "cpu", "float32")
+    local = RoboPointPipeline(model=loaded.model, processor=loaded.processor, device="cpu", constrained=False)
     down = f"http://127.0.0.1:{free_port()}/v1#robopoint"
     gate = Gate(local)
-    columns = {"local": f"{pointing_server.local}@cpu", "served": pointing_server.url, "down": down, "slow": gate}
+    columns = {"local": local, "served": pointing_server.url, "down": down, "slow": gate}
     with gradio_temp_dir():
         demo = build_demo(columns, examples=[])
         url = launch_demo(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
