@@ -135,7 +135,7 @@ RECIPE: dict[str, Any] = {
     "lr_scheduler_type": "cosine",
     "seed": 0,
     # A 3.7 M-parameter model needs no activation memory saved; recomputing the forward only costs steps.
-    "gradient_checkpointing": False,
+    "activation_checkpointing": False,
     # Micro-batches of rows of similar length: answers hold 1-8 points, and the steps are bound by the language
     # model's tokens, padding included.
     "length_group_size": 50,

@@ -299,7 +299,7 @@ def _copy_real(tmp_path: Path) -> Path:
 def test_cli_names_the_broken_item(two_answer_files, tmp_path, capsys, damage, message):
     data = _copy_real(tmp_path)
     damage(data)
-    assert main(["eval", "score", "--answers", str(two_answer_files[0]), "--data-dir", str(data)]) == 1
+    assert main(["eval", "score", "--answers", str(two_answer_files[0]), "--data-dir", str(data)]) == 2
     error = capsys.readouterr().err
     assert error.startswith("robopoint eval score: error:")
     assert re.search(message, error), error
@@ -308,7 +308,7 @@ def test_cli_names_the_broken_item(two_answer_files, tmp_path, capsys, damage, m
 def test_cli_refuses_answer_files_that_do_not_match(two_answer_files, tmp_path, capsys):
     short = tmp_path / "short.jsonl"
     short.write_text("".join(two_answer_files[0].read_text().splitlines(keepends=True)[:2]))
-    assert main(["eval", "score", "--answers", str(short), "--data-dir", str(REAL)]) == 1
+    assert main(["eval", "score", "--answers", str(short), "--data-dir", str(REAL)]) == 2
     error = capsys.readouterr().err
     assert "short.jsonl: answers do not match questions: 2 answers for 3 questions; missing question_ids [44]" in error
     assert main(["eval", "score", "--answers", str(short), "--labels", "a", "b", "--data-dir", str(REAL)]) == 2

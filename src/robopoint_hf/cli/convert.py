@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+from .quiet import silence_progress_bars
+
 
 def add_conversion_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by `convert` and `export`."""
@@ -61,30 +63,25 @@ def add_parser(subparsers) -> None:
 
 
 def run_conversion(args: argparse.Namespace, target: str) -> int:
-    """Runs the conversion for `convert` and `export`; bad input becomes a one-line error, not a traceback."""
+    """Runs the conversion for `convert` and `export`."""
     import logging
-    import sys
 
-    from robopoint_hf.original.checkpoint import OriginalCheckpointError
     from robopoint_hf.original.convert import convert_checkpoint
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        out = convert_checkpoint(
-            args.src,
-            args.out,
-            model_base=args.model_base,
-            vision_tower=args.vision_tower,
-            dtype=args.dtype,
-            target=target,
-            prompt_template=args.prompt_template,
-            max_shard_size=args.max_shard_size,
-            verify=args.verify,
-            overwrite=args.overwrite,
-        )
-    except (OriginalCheckpointError, OSError, ValueError) as error:
-        print(f"robopoint {args.command}: error: {error}", file=sys.stderr)
-        return 1
+    silence_progress_bars()
+    out = convert_checkpoint(
+        args.src,
+        args.out,
+        model_base=args.model_base,
+        vision_tower=args.vision_tower,
+        dtype=args.dtype,
+        target=target,
+        prompt_template=args.prompt_template,
+        max_shard_size=args.max_shard_size,
+        verify=args.verify,
+        overwrite=args.overwrite,
+    )
     print(out)
     return 0
 

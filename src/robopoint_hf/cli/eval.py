@@ -40,7 +40,9 @@ import sys
 
 from robopoint_hf.inference.loading import DEFAULT_DTYPES
 
+from .errors import UsageError
 from .predict import DEFAULT_MODEL, positive_int
+from .quiet import silence_progress_bars
 
 __all__ = ["add_parser", "run", "run_score", "run_where2place"]
 
@@ -195,11 +197,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
-def _fail(verb: str, message: str, code: int = 1) -> int:
-    print(f"robopoint eval {verb}: error: {message}", file=sys.stderr)
-    return code
-
-
 def _uses_legacy_report(args: argparse.Namespace, questions) -> bool:
     """RoboPoint answers on a Where2Place folder under RoboPoint's protocols: the original score table."""
     from robopoint_hf.evaluation.where2place import PROTOCOLS
@@ -302,17 +299,14 @@ def run_score(args: argparse.Namespace) -> int:
 
     labels = args.labels or default_labels(args.answers)
     if len(labels) != len(args.answers):
-        return _fail("score", f"got {len(args.answers)} answer files but {len(labels)} --labels", code=2)
-    try:
-        questions = load_benchmark(args.data_dir, args.benchmark, split=args.split, question_file=args.question_file)
-        return _report(args, labels, args.answers, questions)
-    except (FileNotFoundError, ValueError) as error:
-        return _fail("score", str(error))
+        raise UsageError(f"got {len(args.answers)} answer files but {len(labels)} --labels")
+    questions = load_benchmark(args.data_dir, args.benchmark, split=args.split, question_file=args.question_file)
+    return _report(args, labels, args.answers, questions)
 
 
 def _run_endpoint(args: argparse.Namespace) -> int:
     """``robopoint eval where2place --endpoint``: answer through the served model (resumable), then score."""
-    from robopoint_hf.evaluation.endpoint import EndpointClient, EndpointError, endpoint_answer_fn, request_params
+    from robopoint_hf.evaluation.endpoint import EndpointClient, endpoint_answer_fn, request_params
     from robopoint_hf.evaluation.runner import model_id_from_path, run_answers
     from robopoint_hf.evaluation.where2place import load_questions
 
@@ -325,35 +319,32 @@ def _run_endpoint(args: argparse.Namespace) -> int:
     }
     given = [flag for flag, value in local_only.items() if value is not None]
     if given:
-        return _fail("where2place", f"{', '.join(given)} cannot be used with --endpoint (the server decides)", code=2)
-    try:
-        questions = load_questions(args.data_dir, args.question_file)
-        params = request_params(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens)
-        with EndpointClient(
-            args.endpoint, args.endpoint_model, max_retries=args.max_retries, request_timeout=args.request_timeout
-        ) as client:
-            model_id = args.model_id or model_id_from_path(client.model)
-            answer_fn = endpoint_answer_fn(
-                client,
-                concurrency=args.concurrency,
-                answer_format=args.answer_format,
-                add_answer_format=args.add_answer_format,
-                seed=args.seed,
-                **params,
-            )
-            records = run_answers(
-                questions,
-                answer_fn,
-                args.output,
-                model_id=model_id,
-                batch_size=args.concurrency,
-                overwrite=args.overwrite,
-                progress=lambda done, total: print(f"{done}/{total} answered", file=sys.stderr, flush=True),
-            )
-        print(f"answers: {args.output} ({len(records)} questions, model_id {model_id!r})")
-        return _report(args, [model_id], [args.output], questions)
-    except (FileNotFoundError, ValueError, EndpointError) as error:
-        return _fail("where2place", str(error))
+        raise UsageError(f"{', '.join(given)} cannot be used with --endpoint (the server decides)")
+    questions = load_questions(args.data_dir, args.question_file)
+    params = request_params(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens)
+    with EndpointClient(
+        args.endpoint, args.endpoint_model, max_retries=args.max_retries, request_timeout=args.request_timeout
+    ) as client:
+        model_id = args.model_id or model_id_from_path(client.model)
+        answer_fn = endpoint_answer_fn(
+            client,
+            concurrency=args.concurrency,
+            answer_format=args.answer_format,
+            add_answer_format=args.add_answer_format,
+            seed=args.seed,
+            **params,
+        )
+        records = run_answers(
+            questions,
+            answer_fn,
+            args.output,
+            model_id=model_id,
+            batch_size=args.concurrency,
+            overwrite=args.overwrite,
+            progress=lambda done, total: print(f"{done}/{total} answered", file=sys.stderr, flush=True),
+        )
+    print(f"answers: {args.output} ({len(records)} questions, model_id {model_id!r})")
+    return _report(args, [model_id], [args.output], questions)
 
 
 def run_where2place(args: argparse.Namespace) -> int:
@@ -364,41 +355,35 @@ def run_where2place(args: argparse.Namespace) -> int:
         return _run_endpoint(args)
     endpoint_only = [flag for flag in ("endpoint_model",) if getattr(args, flag) is not None]
     if endpoint_only:
-        return _fail("where2place", "--endpoint-model needs --endpoint", code=2)
+        raise UsageError("--endpoint-model needs --endpoint")
     args.model = args.model or DEFAULT_MODEL
     if args.model is None:
-        return _fail("where2place", "--model is required (this build ships no default model)", code=2)
+        raise UsageError("--model is required (this build ships no default model)")
     import torch
     from accelerate import PartialState
 
     from robopoint_hf.evaluation.benchmarks import load_benchmark
     from robopoint_hf.evaluation.runner import generation_kwargs, model_id_from_path, pipeline_answer_fn, run_answers
+    from robopoint_hf.hub_checkpoint import resolve_pretrained
     from robopoint_hf.inference.loading import load_pipeline
     from robopoint_hf.model.templates import get_chat_template
 
-    from .predict import looks_like_path
-
-    try:  # before the model: a typo fails fast
-        questions = load_benchmark(args.data_dir, args.benchmark, split=args.split, question_file=args.question_file)
-        generate_kwargs = generation_kwargs(
-            temperature=args.temperature,
-            top_p=args.top_p,
-            num_beams=args.num_beams,
-            max_new_tokens=args.max_new_tokens,
-        )
-    except (FileNotFoundError, ValueError) as error:
-        return _fail("where2place", str(error))
-    if looks_like_path(args.model) and not os.path.isdir(os.path.expanduser(args.model)):
-        return _fail("where2place", f"model folder not found: {args.model}")
+    # before the model: a typo fails fast
+    questions = load_benchmark(args.data_dir, args.benchmark, split=args.split, question_file=args.question_file)
+    generate_kwargs = generation_kwargs(
+        temperature=args.temperature,
+        top_p=args.top_p,
+        num_beams=args.num_beams,
+        max_new_tokens=args.max_new_tokens,
+    )
+    resolve_pretrained(os.path.expanduser(args.model))
     # cpu=True lets `torchrun`/`accelerate launch` shard over CPU processes (gloo); GPUs need no flag.
     on_cpu = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")) == "cpu"
     state = PartialState(cpu=on_cpu)
     device = args.device or str(state.device)  # under accelerate launch: this process's GPU
-    try:
-        dtype = args.dtype or DEFAULT_DTYPES.get(device.split(":")[0], "float32")
-        pipe = load_pipeline(os.path.expanduser(args.model), device, dtype)
-    except (OSError, ValueError) as error:
-        return _fail("where2place", f"cannot load model {args.model}: {error}")
+    silence_progress_bars()
+    dtype = args.dtype or DEFAULT_DTYPES.get(device.split(":")[0], "float32")
+    pipe = load_pipeline(os.path.expanduser(args.model), device, dtype)
     if args.prompt_template:
         pipe.processor.chat_template = get_chat_template(args.prompt_template)
         pipe.processor.prompt_template = args.prompt_template
@@ -415,26 +400,20 @@ def run_where2place(args: argparse.Namespace) -> int:
     def progress(done: int, total: int) -> None:
         print(f"[rank {state.process_index}] {done}/{total} answered", file=sys.stderr, flush=True)
 
-    try:
-        records = run_answers(
-            questions,
-            answer_fn,
-            args.output,
-            model_id=model_id,
-            batch_size=args.batch_size,
-            overwrite=args.overwrite,
-            state=state,
-            progress=progress,
-        )
-    except (FileNotFoundError, ValueError) as error:
-        return _fail("where2place", str(error))
+    records = run_answers(
+        questions,
+        answer_fn,
+        args.output,
+        model_id=model_id,
+        batch_size=args.batch_size,
+        overwrite=args.overwrite,
+        state=state,
+        progress=progress,
+    )
     if records is None:  # not the main process: scoring is printed once
         return 0
     print(f"answers: {args.output} ({len(records)} questions, model_id {model_id!r})")
-    try:
-        return _report(args, [model_id], [args.output], questions)
-    except (FileNotFoundError, ValueError) as error:
-        return _fail("where2place", str(error))
+    return _report(args, [model_id], [args.output], questions)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 
 from .convert import add_overwrite_argument
+from .quiet import silence_progress_bars
 
 
 def merge_lora(
@@ -99,14 +100,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
-    try:
-        out = merge_lora(
-            args.adapter, args.out, model_base=args.model_base, dtype=args.dtype, overwrite=args.overwrite
-        )
-    except (OSError, ValueError) as error:
-        print(f"robopoint merge-lora: error: {error}", file=sys.stderr)
-        return 1
+    silence_progress_bars()
+    out = merge_lora(args.adapter, args.out, model_base=args.model_base, dtype=args.dtype, overwrite=args.overwrite)
     print(out)
     return 0

@@ -18,10 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
 from robopoint_hf.checkpoints import default_model
 from robopoint_hf.inference.loading import DEFAULT_DTYPES, load_pipeline
+
+from .errors import UsageError
+from .quiet import silence_progress_bars
 
 __all__ = ["DEFAULT_MODEL", "add_parser", "run"]
 
@@ -137,39 +139,25 @@ def looks_like_path(model: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Loads the model, predicts, prints; bad input becomes a one-line error naming it, not a traceback."""
+    """Loads the model, predicts, prints; bad input is checked before the model loads, so a typo fails fast."""
+    if args.model is None:
+        raise UsageError("--model is required (this build ships no default model)")
+    if not args.instruction.strip():
+        raise UsageError("--instruction is empty: say what to point at, e.g. 'the free space left of the mug'")
     import torch
 
-    from robopoint_hf.hub_checkpoint import resolve_pretrained
     from robopoint_hf.model.image_processing_robopoint import load_image
 
-    def fail(message: str, code: int = 1) -> int:
-        print(f"robopoint predict: error: {message}", file=sys.stderr)
-        return code
-
-    if args.model is None:
-        return fail("--model is required (this build ships no default model)", code=2)
-    try:
-        image = load_image(args.image)  # before loading the model: a typo should fail fast
-    except (FileNotFoundError, ValueError, TypeError) as error:
-        return fail(str(error))
+    image = load_image(args.image)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     if not available[device]:
-        return fail(f"--device {device} is not available on this machine")
+        raise UsageError(f"--device {device} is not available on this machine")
     if args.save and not os.path.isdir(os.path.dirname(os.path.abspath(args.save))):
-        return fail(f"cannot write {args.save}: its folder does not exist")
-    try:
-        resolve_pretrained(
-            os.path.expanduser(args.model)
-        )  # a missing folder, or a Hub id neither cached nor reachable
-    except OSError as error:
-        return fail(str(error))
+        raise UsageError(f"cannot write {args.save}: its folder does not exist")
     bits = quantization_bits(args)
-    try:
-        pipe = load_pipeline(os.path.expanduser(args.model), device, args.dtype or DEFAULT_DTYPES[device], bits)
-    except (OSError, ValueError) as error:
-        return fail(f"cannot load model {args.model}: {error}")
+    silence_progress_bars()
+    pipe = load_pipeline(os.path.expanduser(args.model), device, args.dtype or DEFAULT_DTYPES[device], bits)
     result = pipe(
         image,
         args.instruction,
@@ -179,10 +167,7 @@ def run(args: argparse.Namespace) -> int:
         constrained=args.constrained,
     )
     if args.save:
-        try:
-            save_annotated(image, result, args.save)
-        except (OSError, ValueError) as error:
-            return fail(f"cannot write {args.save}: {error}")
+        save_annotated(image, result, args.save)
     if args.json:
         print(json.dumps(result))
     else:

@@ -96,22 +96,18 @@ def run(args: argparse.Namespace) -> int:
         weights = tuple(
             weight if family in args.families else 0.0 for family, weight in zip(FAMILIES, weights, strict=True)
         )
-    try:
-        config = SynthConfig(
-            width=args.image_size[0],
-            height=args.image_size[1],
-            questions_per_scene=args.questions_per_scene,
-            min_objects=args.objects[0],
-            max_objects=args.objects[1],
-            answer=args.answer,
-            family_weights=weights,
-        )
-        summary = generate_dataset(
-            args.out, args.n, seed=args.seed, eval_questions=args.split_eval, config=config, workers=args.workers
-        )
-    except ValueError as error:
-        print(f"robopoint synth: error: {error}")
-        return 2
+    config = SynthConfig(
+        width=args.image_size[0],
+        height=args.image_size[1],
+        questions_per_scene=args.questions_per_scene,
+        min_objects=args.objects[0],
+        max_objects=args.objects[1],
+        answer=args.answer,
+        family_weights=weights,
+    )
+    summary = generate_dataset(
+        args.out, args.n, seed=args.seed, eval_questions=args.split_eval, config=config, workers=args.workers
+    )
     print(f"wrote {summary.records} training records ({summary.scenes} scenes) to {summary.out_dir}/train.json")
     for family, count in summary.families.items():
         print(f"  {family:<22} {count}")

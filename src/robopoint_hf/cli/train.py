@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import argparse
 
+from .errors import UsageError
+from .quiet import silence_progress_bars
+
 
 def add_parser(subparsers) -> None:
     # The options belong to the training dataclasses (parsed by TRL's parser in `run`); '+' as prefix makes this
@@ -69,6 +72,10 @@ def short_help() -> str:
     return "\n".join(lines)
 
 
+def _raise_usage_error(message: str):
+    raise UsageError(message)
+
+
 def run(args: argparse.Namespace) -> int:
     import logging
 
@@ -80,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
     from robopoint_hf.training.trainer import main, make_parser
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    silence_progress_bars()
     parser = make_parser(prog="robopoint train")
+    parser.error = _raise_usage_error  # one line from main(), not TRL's usage block
     main(*parser.parse_args_and_config(args.train_args))
     return 0
