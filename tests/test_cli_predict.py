@@ -30,7 +30,7 @@ def test_json_output_and_annotated_png_in_a_subprocess(model_folder, tmp_path):
     saved = tmp_path / "annotated.png"
     command = [sys.executable, "-m", "robopoint_hf.cli", "predict", "--model", str(model_folder / "model")]
     command += ["--image", str(model_folder / "frame.png"), "--instruction", "Point to the mug.", "--json"]
-    command += ["--save", str(saved), "--max-points", "1", "--no-constrained"]
+    command += ["--output", str(saved), "--max-points", "1", "--no-constrained"]
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"}
     )
@@ -87,7 +87,7 @@ def test_unparseable_answer_is_reported_not_an_error(model_folder, capsys):
             2,
         ),
         (
-            ["--model", "{folder}/model", "--image", "{folder}/frame.png", "--save", "{folder}/no/dir/out.png"],
+            ["--model", "{folder}/model", "--image", "{folder}/frame.png", "--output", "{folder}/no/dir/out.png"],
             "cannot write {folder}/no/dir/out.png: its folder does not exist",
             2,
         ),

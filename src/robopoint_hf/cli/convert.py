@@ -2,16 +2,22 @@
 
 Examples::
 
-    robopoint convert wentao-yuan/robopoint-v1-vicuna-v1.5-13b robopoint-13b --dtype bfloat16 --verify
-    robopoint convert wentao-yuan/robopoint-v1-llama-2-7b-lora robopoint-7b --model-base meta-llama/Llama-2-7b-chat-hf
-    robopoint convert ./checkpoints/my-run ./my-run-hf --vision-tower ./clip-vit-large-patch14-336
+    robopoint convert wentao-yuan/robopoint-v1-vicuna-v1.5-13b --output-dir robopoint-13b --dtype bfloat16 --verify
+    robopoint convert wentao-yuan/robopoint-v1-llama-2-7b-lora --output-dir robopoint-7b --model-base meta-llama/Llama-2-7b-chat-hf
+    robopoint convert ./checkpoints/my-run --output-dir ./my-run-hf --vision-tower ./clip-vit-large-patch14-336
 """
 
 from __future__ import annotations
 
 import argparse
 
+from robopoint_hf.model.templates import TEMPLATE_NAMES
+
+from .options import DTYPE_CHOICES, add_output_dir_arguments, output_dir
 from .quiet import silence_progress_bars
+
+CONVERSION_TARGETS = ("robopoint", "llava")
+"""``--target`` of ``convert`` (Python: ``convert_checkpoint(target=...)``); ``export`` is ``--target llava``."""
 
 
 def add_conversion_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +27,6 @@ def add_conversion_arguments(parser: argparse.ArgumentParser) -> None:
         help="Original-format checkpoint: local folder or Hub id (full, LoRA or projector); export also reads any "
         "RoboPoint folder (converted, merged, trained).",
     )
-    parser.add_argument("out", help="Output folder (must not exist or be empty, unless --overwrite).")
     parser.add_argument("--model-base", help="Base language model of LoRA / projector-only checkpoints.")
     parser.add_argument(
         "--vision-tower",
@@ -30,25 +35,18 @@ def add_conversion_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--dtype",
-        choices=("float32", "bfloat16", "float16"),
+        choices=DTYPE_CHOICES,
         help="One dtype for every saved weight (default: vision tower and projector in float32, the language model "
         "in SRC's dtype, as the original's default inference).",
     )
     parser.add_argument(
         "--prompt-template",
-        choices=("vicuna_v1", "llava_v1", "llava_llama_2"),
+        choices=TEMPLATE_NAMES,
         help="Template to record (default: the one the checkpoint was trained with, vicuna_v1).",
     )
     parser.add_argument("--max-shard-size", default="5GB", help="Largest output shard (default: 5GB).")
     parser.add_argument("--verify", action="store_true", help="Reload OUT and compare logits with SRC on a probe.")
-    add_overwrite_argument(parser)
-
-
-def add_overwrite_argument(parser: argparse.ArgumentParser) -> None:
-    """``--overwrite``, shared by every verb that writes a checkpoint folder."""
-    parser.add_argument(
-        "--overwrite", action="store_true", help="Replace OUT if it exists and is not empty (default: refuse)."
-    )
+    add_output_dir_arguments(parser)
 
 
 def add_parser(subparsers) -> None:
@@ -59,6 +57,13 @@ def add_parser(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_conversion_arguments(parser)
+    parser.add_argument(
+        "--target",
+        choices=CONVERSION_TARGETS,
+        default="robopoint",
+        help="robopoint: a RoboPoint folder (remote code); llava: a plain transformers LLaVA folder, the same as "
+        "`robopoint export` (default: %(default)s)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -72,7 +77,7 @@ def run_conversion(args: argparse.Namespace, target: str) -> int:
     silence_progress_bars()
     out = convert_checkpoint(
         args.src,
-        args.out,
+        output_dir(args),
         model_base=args.model_base,
         vision_tower=args.vision_tower,
         dtype=args.dtype,
@@ -87,4 +92,4 @@ def run_conversion(args: argparse.Namespace, target: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    return run_conversion(args, "robopoint")
+    return run_conversion(args, args.target)

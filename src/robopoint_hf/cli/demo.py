@@ -3,7 +3,7 @@
 Examples::
 
     robopoint demo --model ./robopoint-13b
-    robopoint demo --model 13B=./robopoint-13b --model 7B=./robopoint-7b --device cuda --load-4bit
+    robopoint demo --model 13B=./robopoint-13b --model 7B=./robopoint-7b --device cuda --load-in-4bit
     robopoint demo --model 13B=./robopoint-13b@cuda:0 --model 7B=./robopoint-7b@cuda:1
     robopoint demo --model 13B=./robopoint-13b@auto          # spread over every visible GPU
     robopoint demo --model 13B=http://gpu-box:8000/v1 --model 7B=./robopoint-7b@cuda:0
@@ -60,7 +60,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="SIZE",
         help=f"largest upload, e.g. 5mb (default: {DEFAULT_MAX_FILE_SIZE})",
     )
-    add_loading_arguments(parser)
+    add_loading_arguments(parser, exclude=("model",))  # --model is repeatable here: one column each
     parser.set_defaults(func=run)
     return parser
 

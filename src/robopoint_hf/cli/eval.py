@@ -39,9 +39,12 @@ import json
 import sys
 
 from robopoint_hf.inference.loading import DEFAULT_DTYPES
+from robopoint_hf.model.points import DEFAULT_MAX_NEW_TOKENS
+from robopoint_hf.model.templates import TEMPLATE_NAMES
 
 from .errors import UsageError
-from .predict import DEFAULT_MODEL, positive_int
+from .options import GenerationOptions, add_dataclass_arguments, positive_int
+from .predict import DEFAULT_MODEL, add_loading_arguments, quantization_bits
 from .quiet import silence_progress_bars
 
 __all__ = ["add_parser", "run", "run_score", "run_where2place"]
@@ -127,6 +130,28 @@ def _add_endpoint_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def select_questions(questions: list, args: argparse.Namespace) -> list:
+    """The questions ``--question-ids`` and ``--limit`` select, in file order (all without them).
+
+    The answer file then holds the subset; rerunning with more questions (or none of the two options) resumes it.
+    """
+    if args.question_ids is not None:
+        by_id = {str(q.question_id): q for q in questions}
+        unknown = [i for i in args.question_ids if i not in by_id]
+        if unknown:
+            raise UsageError(f"--question-ids: {', '.join(unknown)} not in {args.data_dir}")
+        wanted = set(args.question_ids)
+        questions = [q for q in questions if str(q.question_id) in wanted]
+    return questions[: args.limit] if args.limit else questions
+
+
+def _question_ids(text: str) -> list[str]:
+    ids = [part.strip() for part in text.split(",") if part.strip()]
+    if not ids:
+        raise argparse.ArgumentTypeError(f"expected comma-separated question ids, got {text!r}")
+    return ids
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Registers ``eval`` (with sub-commands ``where2place`` and ``score``) on the ``robopoint`` command line."""
     parser = subparsers.add_parser(
@@ -145,10 +170,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    answer.add_argument(
-        "--model",
-        help="RoboPoint model folder or Hub id"
-        + (f" (default: {DEFAULT_MODEL})" if DEFAULT_MODEL else " (required unless --endpoint)"),
+    add_loading_arguments(
+        answer,
+        model_default=None,
+        helps={
+            "model": "RoboPoint model folder or Hub id"
+            + (f" (default: {DEFAULT_MODEL})" if DEFAULT_MODEL else " (required unless --endpoint)"),
+            "device": "default: the process's accelerate device",
+        },
     )
     answer.add_argument("--output", required=True, help="answer file (JSON lines); an existing one is resumed")
     _add_scoring_arguments(answer)
@@ -162,27 +191,34 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--seed", type=int, help="seed for sampling (each batch: seed + crc32 of its first question id)"
     )
     answer.add_argument(
-        "--max-new-tokens", type=positive_int, default=1024, help="longest answer (default: 1024, as the original)"
-    )
-    answer.add_argument(
         "--prompt-template",
-        choices=("vicuna_v1", "llava_v1", "llava_llama_2"),
+        choices=TEMPLATE_NAMES,
         help="override the checkpoint's prompt template; the published numbers used llava_v1 (default: checkpoint's)",
     )
-    answer.add_argument(
-        "--constrained",
-        action="store_true",
-        help="decode in RoboPoint's answer language, ending at ']' (default: free text, as the published numbers)",
+    add_dataclass_arguments(
+        answer,
+        GenerationOptions,
+        defaults={"format_instruction": False, "constrained": False, "max_new_tokens": DEFAULT_MAX_NEW_TOKENS},
+        helps={
+            "max_new_tokens": "longest answer in tokens (default: %(default)s, as predict; the original used 1024)",
+            "format_instruction": "append RoboPoint's answer-format sentence to questions lacking it (default: "
+            "questions as written, as the published numbers)",
+            "constrained": "decode in RoboPoint's answer language, ending at ']' (default: free text, as the "
+            "published numbers)",
+        },
+        deprecated={"format_instruction": ("--add-answer-format",)},
     )
     answer.add_argument(
-        "--add-answer-format",
-        action="store_true",
-        help="append RoboPoint's answer-format sentence to questions lacking it (default: questions as written)",
+        "--limit", type=positive_int, metavar="N", help="answer only the first N questions (in file order)"
+    )
+    answer.add_argument(
+        "--question-ids",
+        type=_question_ids,
+        metavar="ID[,ID...]",
+        help="answer only these questions (comma-separated question_id values)",
     )
     answer.add_argument("--model-id", help="model_id written into the answer file (default: the model's folder name)")
     answer.add_argument("--overwrite", action="store_true", help="delete an existing answer file instead of resuming")
-    answer.add_argument("--device", choices=("cpu", "cuda", "mps"), help="default: the process's accelerate device")
-    answer.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="default: float32 on cpu, etc.")
     _add_endpoint_arguments(answer)
 
     score = verbs.add_parser(
@@ -316,11 +352,13 @@ def _run_endpoint(args: argparse.Namespace) -> int:
         "--device": args.device,
         "--dtype": args.dtype,
         "--num-beams": args.num_beams if args.num_beams != 1 else None,
+        "--load-in-4bit": args.load_in_4bit or None,
+        "--load-in-8bit": args.load_in_8bit or None,
     }
     given = [flag for flag, value in local_only.items() if value is not None]
     if given:
         raise UsageError(f"{', '.join(given)} cannot be used with --endpoint (the server decides)")
-    questions = load_questions(args.data_dir, args.question_file)
+    questions = select_questions(load_questions(args.data_dir, args.question_file), args)
     params = request_params(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens)
     with EndpointClient(
         args.endpoint, args.endpoint_model, max_retries=args.max_retries, request_timeout=args.request_timeout
@@ -330,7 +368,7 @@ def _run_endpoint(args: argparse.Namespace) -> int:
             client,
             concurrency=args.concurrency,
             answer_format=args.answer_format,
-            add_answer_format=args.add_answer_format,
+            add_answer_format=args.format_instruction,
             seed=args.seed,
             **params,
         )
@@ -370,6 +408,7 @@ def run_where2place(args: argparse.Namespace) -> int:
 
     # before the model: a typo fails fast
     questions = load_benchmark(args.data_dir, args.benchmark, split=args.split, question_file=args.question_file)
+    questions = select_questions(questions, args)
     generate_kwargs = generation_kwargs(
         temperature=args.temperature,
         top_p=args.top_p,
@@ -383,7 +422,7 @@ def run_where2place(args: argparse.Namespace) -> int:
     device = args.device or str(state.device)  # under accelerate launch: this process's GPU
     silence_progress_bars()
     dtype = args.dtype or DEFAULT_DTYPES.get(device.split(":")[0], "float32")
-    pipe = load_pipeline(os.path.expanduser(args.model), device, dtype)
+    pipe = load_pipeline(os.path.expanduser(args.model), device, dtype, quantization_bits(args))
     if args.prompt_template:
         pipe.processor.chat_template = get_chat_template(args.prompt_template)
         pipe.processor.prompt_template = args.prompt_template
@@ -391,7 +430,7 @@ def run_where2place(args: argparse.Namespace) -> int:
         pipe,
         batch_size=args.batch_size,
         seed=args.seed,
-        answer_format=args.add_answer_format,
+        answer_format=args.format_instruction,
         constrained=args.constrained,
         **generate_kwargs,
     )

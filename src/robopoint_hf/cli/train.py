@@ -6,7 +6,7 @@ Every option of :mod:`robopoint_hf.training.trainer` is accepted (``--help`` sho
     robopoint train --data robopoint_1432k.json --image-folder images --model ROBOPOINT_OR_BASE --lora \\
         --output-dir runs/lora
     robopoint train --config examples/recipes/lora_vicuna_7b.yaml --output-dir runs/lora
-    robopoint train --data my.json --image-folder images --model ROBOPOINT --lora --bits 4 --output-dir runs/qlora
+    robopoint train --data my.json --image-folder images --model ROBOPOINT --lora --load-in-4bit --output-dir runs/qlora
 
 This runs in one process; for several GPUs use ``accelerate launch examples/sft_robopoint.py`` with a config from
 ``examples/accelerate_configs/``.
@@ -61,6 +61,8 @@ def short_help() -> str:
     lines.append(f"  {'--config FILE':<34} a recipe: YAML whose keys are these options (examples/recipes/*.yaml)")
     for group in (ScriptArguments, ModelArguments):
         for spec in fields(group):
+            if spec.metadata.get("help", "").startswith("Deprecated"):
+                continue
             default = "" if spec.default is MISSING or spec.default is None else f" (default: {spec.default})"
             flag = "--" + spec.name.replace("_", "-")
             lines.append(f"  {flag:<34} {spec.metadata.get('help', '')}{default}")

@@ -20,7 +20,7 @@ robopoint train --data robopoint_1432k.json --image-folder images --model BASE_O
     --output-dir runs/lora
 
 # QLoRA: 4-bit language model, LoRA on top
-robopoint train --data my_data.json --image-folder images --model ROBOPOINT --lora --bits 4 --output-dir runs/qlora
+robopoint train --data my_data.json --image-folder images --model ROBOPOINT --lora --load-in-4bit --output-dir runs/qlora
 ```
 
 What is trained, as in the original scripts: full fine-tuning trains the projector and the whole language model
