@@ -302,8 +302,25 @@ def _report_any(args: argparse.Namespace, labels, answer_files, records) -> int:
     return 0
 
 
+def _drop_category_mean_without_categories(args: argparse.Namespace, questions) -> None:
+    """``category_mean`` needs every question's category; without them it is skipped (one message), not fatal."""
+    if "category_mean" not in args.protocols:
+        return
+    missing = sum(getattr(q, "category", None) is None for q in questions)
+    if not missing:
+        return
+    args.protocols = [p for p in args.protocols if p != "category_mean"]
+    if not args.protocols:
+        raise UsageError(f"category_mean needs a category per question; {missing} of {len(questions)} have none")
+    print(
+        f"robopoint eval: skipping category_mean: {missing} of {len(questions)} questions have no category",
+        file=sys.stderr,
+    )
+
+
 def _report(args: argparse.Namespace, labels, answer_files, questions) -> int:
     """Score the answer files, print the table, and write the optional JSON and pictures."""
+    _drop_category_mean_without_categories(args, questions)
     if not _uses_legacy_report(args, questions):
         return _report_any(args, labels, answer_files, questions)
     from robopoint_hf.evaluation.runner import format_score_table, scores_to_dict
