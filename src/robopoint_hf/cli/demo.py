@@ -156,5 +156,5 @@ def run(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             pass
         finally:
-            demo.close()
+            demo.close(verbose=False)
     return 0

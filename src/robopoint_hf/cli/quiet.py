@@ -8,6 +8,7 @@ any verb runs, so that it also covers imports; it imports neither torch nor tran
 from __future__ import annotations
 
 import logging
+import warnings
 
 __all__ = ["silence_known_benign_output"]
 
@@ -23,6 +24,13 @@ KNOWN_BENIGN_LOG_RECORDS = {
 }
 """Logger name -> start of the one message of that logger that is not printed."""
 
+KNOWN_BENIGN_WARNINGS = (
+    # TRL 1.x's `disable_gradient_checkpointing` reads `model.is_gradient_checkpointing`, which transformers 5 renamed
+    # `is_activation_checkpointing`; the property still works, only the name is deprecated, in code we do not own.
+    (FutureWarning, r"`is_gradient_checkpointing` is deprecated and will be removed in v6"),
+)
+"""(category, start of the message) of Python warnings that are not printed."""
+
 
 class _DropMessage(logging.Filter):
     def __init__(self, prefix: str):
@@ -35,6 +43,8 @@ class _DropMessage(logging.Filter):
 
 def silence_known_benign_output() -> None:
     """Installs the filters of `KNOWN_BENIGN_LOG_RECORDS` (idempotent)."""
+    for category, message in KNOWN_BENIGN_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
     for name, prefix in KNOWN_BENIGN_LOG_RECORDS.items():
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropMessage) and f.prefix == prefix for f in logger.filters):

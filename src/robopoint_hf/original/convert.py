@@ -211,10 +211,21 @@ def _save_robopoint_files(checkpoint: OriginalCheckpoint, config, out: Path) -> 
     _generation_config(config).save_pretrained(out)
 
 
+def load_tokenizer(folder: str | os.PathLike, **kwargs):
+    """The tokenizer of a checkpoint folder, read from its tokenizer files alone.
+
+    ``AutoTokenizer`` otherwise also reads the folder's ``config.json``, which in an original checkpoint has the
+    ``llava_llama`` model type that transformers does not know: it only warns ("a model of type `llava_llama` to
+    instantiate a model of type ``", the `rope_scaling` deprecation) and learns nothing, since the tokenizer class
+    is named in ``tokenizer_config.json``. An empty config skips that read.
+    """
+    from transformers import AutoTokenizer, PretrainedConfig
+
+    return AutoTokenizer.from_pretrained(folder, config=PretrainedConfig(), **kwargs)
+
+
 def processor_for_original(checkpoint: OriginalCheckpoint, config):
     """The `RoboPointProcessor` of an original checkpoint: its tokenizer, its CLIP preprocessing, its template."""
-    from transformers import AutoTokenizer
-
     from robopoint_hf.model.image_processing_robopoint import RoboPointImageProcessor
     from robopoint_hf.model.processing_robopoint import RoboPointProcessor
 
@@ -222,7 +233,7 @@ def processor_for_original(checkpoint: OriginalCheckpoint, config):
         image_processor=RoboPointImageProcessor(
             image_aspect_ratio=config.image_aspect_ratio, **_image_processor_kwargs(checkpoint)
         ),
-        tokenizer=AutoTokenizer.from_pretrained(tokenizer_folder(checkpoint)),
+        tokenizer=load_tokenizer(tokenizer_folder(checkpoint)),
         prompt_template=config.prompt_template,
         image_token_id=config.image_token_id,
         image_seq_length=config.image_seq_length,
@@ -273,12 +284,12 @@ def llava_processor(
         do_pad (`bool`, *optional*, defaults to `True`): pad to a square with the CLIP mean colour first.
         **image_kwargs: ``size`` (defaults to 336), ``image_mean``, ``image_std``.
     """
-    from transformers import AutoTokenizer, LlavaProcessor
+    from transformers import LlavaProcessor
     from transformers.models.llava import LlavaImageProcessorPil
 
     # legacy=True: whole-string tokenization then puts a "▁" after `<image>` exactly like the original's chunk-wise
     # tokenizer_image_token (transformers 5 rebuilds the pre-tokenizer from this flag and does not save it).
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, legacy=True)
+    tokenizer = load_tokenizer(tokenizer_source, legacy=True)
     tokenizer.add_tokens(["<image>"], special_tokens=True)
     if tokenizer.convert_tokens_to_ids("<image>") != config.image_token_id:
         raise OriginalCheckpointError(

@@ -76,6 +76,7 @@ class RoboPointSFTConfig(SFTConfig):
         activation_checkpointing (`bool`, *optional*, defaults to `True`): TRL's default, under the name
             transformers 5 gives it (TRL's default sets the old name, on which transformers warns on every run);
             ``gradient_checkpointing`` is accepted as its alias.
+        dataloader_pin_memory (`bool`, *optional*): `False` without CUDA (pinning only helps copies to a GPU).
         remove_unused_columns (`bool`, *optional*, defaults to `False`), dataset_kwargs (`dict`, *optional*,
             defaults to `{"skip_prepare_dataset": True}`): rows reach [`RoboPointDataCollator`] untouched.
 
@@ -131,6 +132,8 @@ class RoboPointSFTConfig(SFTConfig):
     def __post_init__(self):
         if self.bf16 is None and not self.fp16:
             self.bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        if not torch.cuda.is_available():  # pinned host memory only speeds copies to a GPU; torch warns without one
+            self.dataloader_pin_memory = False
         if self.activation_checkpointing is None:  # the old name is an alias here, not a deprecation to warn about
             self.activation_checkpointing = (
                 True if self.gradient_checkpointing is None else self.gradient_checkpointing
