@@ -6,7 +6,7 @@ Producers (each writer of the package, over tiny models): ``robopoint convert``,
 ``import robopoint_hf`` fails and ``HF_HUB_OFFLINE=1`` (a Hub user without the package): ``AutoConfig``,
 ``AutoModel``, ``AutoModelForImageTextToText``, ``AutoProcessor``, ``AutoImageProcessor`` and
 ``pipeline(model=folder, trust_remote_code=True)`` without a task, whose points must equal the in-process
-``pipeline("robopoint")``'s. Exports (``robopoint export --format llava``, from an original, a converted, a merged
+``pipeline("robopoint")``'s. Exports (``robopoint export``, from an original, a converted, a merged
 and a trained folder) are read by plain transformers classes, and batch on the left. ``convert`` is killed at several
 moments: OUT is then absent or complete.
 """

@@ -5,7 +5,7 @@ Two output formats, same weights:
 * ``robopoint`` (``robopoint convert``) -- ``RoboPointForConditionalGeneration``: config recording the prompt
   template the checkpoint was trained with, the model/processor code with ``auto_map`` (``trust_remote_code``
   users need no package), tokenizer, processor config, greedy generation config and a model card.
-* ``llava`` (``robopoint export --format llava``) -- a plain transformers LLaVA folder that
+* ``llava`` (``robopoint export``, i.e. ``robopoint convert --target llava``) -- a plain transformers LLaVA folder that
   ``LlavaForConditionalGeneration`` / ``AutoModelForImageTextToText``, ``pipeline("image-text-to-text")``, vLLM,
   SGLang and TGI load without remote code. Two adaptations keep its logits over the original 32000 tokens
   identical: the ``<image>`` token is added as id 32000 (llava-hf convention; native LLaVA embeds every input id, so
@@ -459,7 +459,7 @@ def convert_checkpoint(
         if target != "llava":
             raise OriginalCheckpointError(
                 f"{src} is not an original RoboPoint/LLaVA config: `robopoint convert` reads original checkpoints; "
-                "RoboPoint folders are exported with `robopoint export SRC OUT --format llava`."
+                "RoboPoint folders are exported with `robopoint export SRC --output-dir OUT`."
             )
         if json.loads((source_folder / "config.json").read_text()).get("model_type") != "robopoint":
             raise OriginalCheckpointError(
