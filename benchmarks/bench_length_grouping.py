@@ -85,10 +85,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         synth = [sys.executable, "-m", "robopoint_hf.cli", "synth", "--workers", os.environ.get("BENCH_THREADS", "2")]
-        subprocess.run([*synth, "--n", str(args.scenes), "--out", str(root / "full"), "--seed", "0"], check=True)
+        subprocess.run(
+            [*synth, "--n", str(args.scenes), "--output-dir", str(root / "full"), "--seed", "0"], check=True
+        )
         replay = ["--objects", "2-3", "--families", "object_attribute,object_highlight", "--answer", "centre"]
         subprocess.run(
-            [*synth, "--n", str(args.scenes // 4), "--out", str(root / "replay"), "--seed", "2", *replay], check=True
+            [*synth, "--n", str(args.scenes // 4), "--output-dir", str(root / "replay"), "--seed", "2", *replay],
+            check=True,
         )
         tiny_main(["mix", "--data", str(root / "full"), str(root / "replay"), "--out", str(root / "data")])
         build(root / "data", root / "init", seed=0)

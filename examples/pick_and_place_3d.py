@@ -11,7 +11,7 @@ Runs offline with the shipped tiny model and, when no --depth is given, a SYNTHE
 twice the image's resolution (depth aligned to colour at another resolution) in millimetres, with a few holes.
 The synthetic geometry only roughly matches the picture; pass a real registered depth for real numbers.
 
-    python examples/pick_and_place_3d.py --out place.png
+    python examples/pick_and_place_3d.py --output place.png
     python examples/pick_and_place_3d.py --image rgb.png --depth depth.png --depth-scale 0.001 \\
         --intrinsics 615.0 615.0 320.0 240.0 --instruction "Point to the free space left of the mug."
 """
@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--intrinsics", type=float, nargs=4, metavar=("FX", "FY", "CX", "CY"), help="colour K")
     parser.add_argument("--instruction", default=DEFAULT_INSTRUCTION)
     parser.add_argument("--kind", choices=("free_space", "object"), default="free_space")
-    parser.add_argument("--out", default="place_target.png", help="annotated image (default: place_target.png)")
+    parser.add_argument("--output", default="place_target.png", help="annotated image (default: place_target.png)")
     args = parser.parse_args()
 
     image = load_image(args.image)
@@ -105,8 +105,8 @@ def main() -> None:
             fill=(255, 215, 0),
             width=max(1, width // 100),
         )
-    canvas.save(args.out)
-    print(f"saved {args.out}")
+    canvas.save(args.output)
+    print(f"saved {args.output}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ instruction's points get their own colour, numbered in the model's order, and ar
 
     python examples/predict_points.py --model ./robopoint-13b --image sink.jpg \\
         --instruction "Find a few spots within the vacant area on the rightmost white plate." \\
-        --instruction "Point to the free space left of the sink." --max-points 5 --out sink-points.png
+        --instruction "Point to the free space left of the sink." --max-points 5 --output sink-points.png
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--image", required=True, help="image file or http(s) URL")
     parser.add_argument("--instruction", action="append", required=True, help="repeat for several instructions")
     parser.add_argument("--max-points", type=int, help="keep the highest-scoring points only")
-    parser.add_argument("--out", default="points.png", help="annotated image (default: points.png)")
+    parser.add_argument("--output", default="points.png", help="annotated image (default: points.png)")
     args = parser.parse_args()
 
     pipe = pipeline("robopoint", model=args.model, device="cpu")
@@ -45,8 +45,8 @@ def main() -> None:
         annotated = draw_points(
             annotated, [(p["x"], p["y"]) for p in result["points"]], normalized=True, color=colour, numbered=True
         )
-    annotated.save(args.out)
-    print(f"saved {args.out}")
+    annotated.save(args.output)
+    print(f"saved {args.output}")
 
 
 if __name__ == "__main__":

@@ -7,12 +7,12 @@ trained together (the published RoboPoint freezes a pretrained CLIP; a random on
 DEMONSTRATION model for the scenes of :mod:`robopoint_hf.synthetic.scenes`, not a model of the real world. The one
 reproduce command is ``scripts/train_tiny_model.sh``; its steps are the sub-commands of this module::
 
-    robopoint synth --n 40000 --out runs/tiny/data --seed 0 --split-eval 600
-    robopoint synth --n 20000 --out runs/tiny/data_one --seed 1 --objects 1-1 \\
+    robopoint synth --n 40000 --output-dir runs/tiny/data --seed 0 --split-eval 600
+    robopoint synth --n 20000 --output-dir runs/tiny/data_one --seed 1 --objects 1-1 \\
         --families object_attribute,object_highlight --answer centre
-    robopoint synth --n 20000 --out runs/tiny/data_few --seed 2 --objects 2-3 \\
+    robopoint synth --n 20000 --output-dir runs/tiny/data_few --seed 2 --objects 2-3 \\
         --families object_attribute,object_highlight --answer centre
-    robopoint synth --n 10000 --out runs/tiny/data_replay --seed 2 --objects 2-3 \\
+    robopoint synth --n 10000 --output-dir runs/tiny/data_replay --seed 2 --objects 2-3 \\
         --families object_attribute,object_highlight --answer centre
     python scripts/tiny_model.py mix --data runs/tiny/data runs/tiny/data_replay --out runs/tiny/data_mix
     python scripts/tiny_model.py build --data runs/tiny/data --out runs/tiny/init
@@ -135,7 +135,7 @@ RECIPE: dict[str, Any] = {
     "lr_scheduler_type": "cosine",
     "seed": 0,
     # A 3.7 M-parameter model needs no activation memory saved; recomputing the forward only costs steps.
-    "gradient_checkpointing": False,
+    "activation_checkpointing": False,
     # Micro-batches of rows of similar length: answers hold 1-8 points, and the steps are bound by the language
     # model's tokens, padding included.
     "length_group_size": 50,

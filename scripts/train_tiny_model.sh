@@ -28,14 +28,14 @@ STAGE3_MINUTES=${STAGE3_MINUTES:-20}
 THREADS=${THREADS:-2}
 SHIP_TO=${SHIP_TO:-src/robopoint_hf/default_model}
 
-robopoint synth --n 40000 --out "$OUT/data" --seed "$SEED" --split-eval 600 --workers "$THREADS"
-robopoint synth --n 20000 --out "$OUT/data_one" --seed "$((SEED + 1))" --workers "$THREADS" \
+robopoint synth --n 40000 --output-dir "$OUT/data" --seed "$SEED" --split-eval 600 --workers "$THREADS"
+robopoint synth --n 20000 --output-dir "$OUT/data_one" --seed "$((SEED + 1))" --workers "$THREADS" \
     --objects 1-1 --families object_attribute,object_highlight --answer centre
-robopoint synth --n 20000 --out "$OUT/data_few" --seed "$((SEED + 2))" --workers "$THREADS" \
+robopoint synth --n 20000 --output-dir "$OUT/data_few" --seed "$((SEED + 2))" --workers "$THREADS" \
     --objects 2-3 --families object_attribute,object_highlight --answer centre
 # The first half of stage 2's records again (the same seed, so the same scenes), replayed in stage 3: regenerated
 # (seconds) rather than cut out of data_few, so that its synth_info.json, and the card, count what stage 3 saw.
-robopoint synth --n 10000 --out "$OUT/data_replay" --seed "$((SEED + 2))" --workers "$THREADS" \
+robopoint synth --n 10000 --output-dir "$OUT/data_replay" --seed "$((SEED + 2))" --workers "$THREADS" \
     --objects 2-3 --families object_attribute,object_highlight --answer centre
 python scripts/tiny_model.py mix --data "$OUT/data" "$OUT/data_replay" --out "$OUT/data_mix"
 python scripts/tiny_model.py build --data "$OUT/data" --out "$OUT/init" --seed "$SEED"

@@ -4,7 +4,7 @@ The server is the one users run (``transformers serve MODEL``): FastAPI + uvicor
 ``/v1/chat/completions`` with the model's own chat template and processor. It needs ``transformers[serving]``
 (FastAPI, uvicorn, openai); tests skip with that hint when they are missing.
 
-The served models are exports of the original-format fixture checkpoint (``robopoint export --format llava``); the
+The served models are exports of the original-format fixture checkpoint (``robopoint export``); the
 same checkpoint converted to our format (``robopoint convert``) is the local side of every comparison, so an
 endpoint run and a local run answer with the same weights through two independent stacks.
 """
@@ -189,7 +189,7 @@ class ServedModel:
 
 @contextlib.contextmanager
 def served_checkpoint(source: Path, folder: Path, extra_args: tuple[str, ...] = ()) -> Iterator[ServedModel]:
-    """Converts ``source`` both ways (``robopoint convert`` and ``robopoint export --format llava``) into ``folder``
+    """Converts ``source`` both ways (``robopoint convert`` and ``robopoint export``) into ``folder``
     and serves the export with ``transformers serve`` (and ``extra_args``) while the context is open."""
     from robopoint_hf.original.convert import convert_checkpoint
 

@@ -97,7 +97,7 @@ def test_one_command_runs_the_shipped_model_on_every_layout(tmp_path, capsys):
         if name == "where2place":
             continue  # covered by tests/test_eval_runner.py
         output = tmp_path / f"{name}.jsonl"
-        argv = ["eval", "run", "--data-dir", str(folder), "--output", str(output), "--add-answer-format"]
+        argv = ["eval", "run", "--data-dir", str(folder), "--output", str(output), "--format-instruction"]
         argv += ["--protocols", "strict", "lmms_eval", "--bootstrap", "20", "--max-new-tokens", "24"]
         assert main(argv) == 0, capsys.readouterr().err
         lines = [json.loads(line) for line in output.read_text().splitlines()]

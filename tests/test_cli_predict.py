@@ -30,7 +30,7 @@ def test_json_output_and_annotated_png_in_a_subprocess(model_folder, tmp_path):
     saved = tmp_path / "annotated.png"
     command = [sys.executable, "-m", "robopoint_hf.cli", "predict", "--model", str(model_folder / "model")]
     command += ["--image", str(model_folder / "frame.png"), "--instruction", "Point to the mug.", "--json"]
-    command += ["--save", str(saved), "--max-points", "1", "--no-constrained"]
+    command += ["--output", str(saved), "--max-points", "1", "--no-constrained"]
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"}
     )
@@ -79,17 +79,17 @@ def test_unparseable_answer_is_reported_not_an_error(model_folder, capsys):
         (
             ["--model", "{folder}/model", "--image", "{folder}/missing.png"],
             "Image file not found: {folder}/missing.png",
-            1,
+            2,
         ),
         (
             ["--model", "{folder}/absent", "--image", "{folder}/frame.png"],
             "model folder not found: {folder}/absent",
-            1,
+            2,
         ),
         (
-            ["--model", "{folder}/model", "--image", "{folder}/frame.png", "--save", "{folder}/no/dir/out.png"],
+            ["--model", "{folder}/model", "--image", "{folder}/frame.png", "--output", "{folder}/no/dir/out.png"],
             "cannot write {folder}/no/dir/out.png: its folder does not exist",
-            1,
+            2,
         ),
     ],
 )
@@ -100,10 +100,10 @@ def test_bad_input_is_one_line_naming_it(model_folder, capsys, arguments, messag
 
 
 def test_counts_must_be_positive(model_folder, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["predict", "--image", "x.png", "--instruction", "Point.", "--max-points", "0"])
-    assert exit_info.value.code == 2
-    assert "argument --max-points: must be a positive integer, got '0'" in capsys.readouterr().err
+    assert main(["predict", "--image", "x.png", "--instruction", "Point.", "--max-points", "0"]) == 2
+    assert capsys.readouterr().err == (
+        "robopoint predict: error: argument --max-points: must be a positive integer, got '0'\n"
+    )
 
 
 def test_default_model_is_one_constant():

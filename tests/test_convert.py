@@ -312,8 +312,9 @@ def test_output_folder_must_be_empty(tmp_path):
 def test_cli_reports_errors_without_traceback(tmp_path, capsys):
     from robopoint_hf.cli import main
 
-    assert main(["convert", str(ORIGINAL / "vicuna-mlp2x-lora"), str(tmp_path / "out")]) == 1
-    assert "--model-base" in capsys.readouterr().err
+    assert main(["convert", str(ORIGINAL / "vicuna-mlp2x-lora"), "--output-dir", str(tmp_path / "out")]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("robopoint convert: error: ") and "--model-base" in line
 
 
 # ---------------------------------------------------------------------------------------------------------------

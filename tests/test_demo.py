@@ -21,6 +21,7 @@ gr = pytest.importorskip("gradio", reason="the demo needs the 'demo' extra (grad
 from test_pipeline_robopoint import make_pipe, pointing_model  # noqa: E402
 
 from robopoint_hf.cli import demo as demo_command  # noqa: E402
+from robopoint_hf.cli import main  # noqa: E402
 from robopoint_hf.demo.app import (  # noqa: E402
     EXAMPLES_DIR,
     MODEL_COLORS,
@@ -223,7 +224,7 @@ def test_cli_model_specs():
 
 
 def test_cli_reports_a_missing_folder(capsys, tmp_path):
-    assert demo_command.run(parse(["--model", str(tmp_path / "nope")])) == 1
+    assert main(["demo", "--model", str(tmp_path / "nope")]) == 2
     assert "model folder not found" in capsys.readouterr().err
 
 
@@ -325,7 +326,7 @@ def test_cli_placement_and_endpoint_specs(model_folder, monkeypatch, capsys):
         "served-13b": "http://127.0.0.1:9/v1#org/served-13b",
     }
     assert demo_command.run(parse(specs)) == 0  # nothing contacts the endpoint before the first question
-    assert demo_command.run(parse(["--model", f"{model_folder}@cuda:99"])) == 2
+    assert main(["demo", "--model", f"{model_folder}@cuda:99"]) == 2
     assert "placement 'cuda:99' but" in capsys.readouterr().err
 
 

@@ -266,6 +266,41 @@ def test_cli_scores_existing_files_with_table_json_and_pictures(two_answer_files
         assert picture.size == (816, 528)  # 10.2 x 6.6 in at 80 dpi
 
 
+def test_category_mean_without_categories_is_skipped_and_the_rest_printed(two_answer_files, tmp_path, capsys):
+    good, _ = two_answer_files
+    scores = tmp_path / "scores.json"
+    argv = ["eval", "score", "--answers", str(good), "--data-dir", str(REAL), "--save-scores", str(scores)]
+    assert main([*argv, "--protocols", "strict", "category_mean", "original"]) == 0
+    printed = capsys.readouterr()
+    assert printed.err == "robopoint eval: skipping category_mean: 3 of 3 questions have no category\n"
+    saved = json.loads(scores.read_text())["good"]
+    assert "category_mean" not in saved
+    assert saved["strict"]["per_question"] == score_answer_file(good, REAL, protocol="strict").per_question
+    assert saved["original"]["per_question"] == score_answer_file(good, REAL, protocol="original").per_question
+    assert main([*argv, "--protocols", "category_mean"]) == 2  # nothing left to score: an error, not an empty table
+    assert "category_mean needs a category per question" in capsys.readouterr().err
+
+
+def test_cli_answers_a_subset_then_resumes_to_all(tmp_path, capsys):
+    """--question-ids / --limit answer a subset; the same command without them completes the file."""
+    from test_pipeline_robopoint import TWO_POINTS, TWO_POINTS_PROBS, pointing_model
+
+    model, processor = pointing_model(TWO_POINTS, TWO_POINTS_PROBS)
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    out = tmp_path / "answers.jsonl"
+    argv = ["eval", "run", "--model", str(tmp_path / "model"), "--data-dir", str(REAL), "--output", str(out)]
+    argv += ["--max-new-tokens", "20"]
+    assert main([*argv, "--question-ids", "44,42"]) == 0
+    assert [json.loads(line)["question_id"] for line in out.read_text().splitlines()] == [42, 44]
+    assert main([*argv, "--limit", "1"]) == 2  # the file holds answers outside the subset: named, not dropped
+    assert "44" in capsys.readouterr().err
+    assert main(argv) == 0
+    assert [json.loads(line)["question_id"] for line in out.read_text().splitlines()] == [42, 99, 44]
+    assert main([*argv, "--question-ids", "7"]) == 2
+    assert "--question-ids: 7 not in" in capsys.readouterr().err
+
+
 def test_cli_answers_with_a_saved_model_then_scores(tmp_path, capsys):
     model, processor = pointing_model(POINT)
     model.save_pretrained(tmp_path / "model")
@@ -299,7 +334,7 @@ def _copy_real(tmp_path: Path) -> Path:
 def test_cli_names_the_broken_item(two_answer_files, tmp_path, capsys, damage, message):
     data = _copy_real(tmp_path)
     damage(data)
-    assert main(["eval", "score", "--answers", str(two_answer_files[0]), "--data-dir", str(data)]) == 1
+    assert main(["eval", "score", "--answers", str(two_answer_files[0]), "--data-dir", str(data)]) == 2
     error = capsys.readouterr().err
     assert error.startswith("robopoint eval score: error:")
     assert re.search(message, error), error
@@ -308,7 +343,7 @@ def test_cli_names_the_broken_item(two_answer_files, tmp_path, capsys, damage, m
 def test_cli_refuses_answer_files_that_do_not_match(two_answer_files, tmp_path, capsys):
     short = tmp_path / "short.jsonl"
     short.write_text("".join(two_answer_files[0].read_text().splitlines(keepends=True)[:2]))
-    assert main(["eval", "score", "--answers", str(short), "--data-dir", str(REAL)]) == 1
+    assert main(["eval", "score", "--answers", str(short), "--data-dir", str(REAL)]) == 2
     error = capsys.readouterr().err
     assert "short.jsonl: answers do not match questions: 2 answers for 3 questions; missing question_ids [44]" in error
     assert main(["eval", "score", "--answers", str(short), "--labels", "a", "b", "--data-dir", str(REAL)]) == 2

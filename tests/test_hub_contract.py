@@ -6,7 +6,7 @@ Producers (each writer of the package, over tiny models): ``robopoint convert``,
 ``import robopoint_hf`` fails and ``HF_HUB_OFFLINE=1`` (a Hub user without the package): ``AutoConfig``,
 ``AutoModel``, ``AutoModelForImageTextToText``, ``AutoProcessor``, ``AutoImageProcessor`` and
 ``pipeline(model=folder, trust_remote_code=True)`` without a task, whose points must equal the in-process
-``pipeline("robopoint")``'s. Exports (``robopoint export --format llava``, from an original, a converted, a merged
+``pipeline("robopoint")``'s. Exports (``robopoint export``, from an original, a converted, a merged
 and a trained folder) are read by plain transformers classes, and batch on the left. ``convert`` is killed at several
 moments: OUT is then absent or complete.
 """
@@ -71,7 +71,7 @@ def produced(tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("contract")
     folders = {}
-    assert cli_main(["convert", str(ORIGINAL / "vicuna-mlp2x-full"), str(root / "convert")]) == 0
+    assert cli_main(["convert", str(ORIGINAL / "vicuna-mlp2x-full"), "--output-dir", str(root / "convert")]) == 0
     folders["convert"] = root / "convert"
     tiny_model().save_pretrained(root / "save_pretrained")
     tiny_processor().save_pretrained(root / "save_pretrained")
@@ -79,7 +79,7 @@ def produced(tmp_path_factory) -> dict[str, Path]:
     pipeline("robopoint", model=tiny_model(seed=1), processor=tiny_processor()).save_pretrained(root / "pipeline")
     folders["pipeline"] = root / "pipeline"
     adapter = _merge_lora_source(root, folders["save_pretrained"])
-    assert cli_main(["merge-lora", str(adapter), str(root / "merge_lora")]) == 0
+    assert cli_main(["merge-lora", str(adapter), "--output-dir", str(root / "merge_lora")]) == 0
     folders["merge_lora"] = root / "merge_lora"
     write_data(root)
     folders["train"] = train_main(*arguments(root, "train", model=str(folders["save_pretrained"]), max_steps=2))
@@ -353,9 +353,9 @@ def test_non_empty_out_is_refused_unless_overwrite(tmp_path):
     out.mkdir()
     (out / "stale.txt").write_text("old")
     source = str(ORIGINAL / "llama2-linear-full")
-    assert cli_main(["convert", source, str(out)]) == 1
+    assert cli_main(["convert", source, "--output-dir", str(out)]) == 2
     assert (out / "stale.txt").is_file()
-    assert cli_main(["convert", source, str(out), "--overwrite"]) == 0
+    assert cli_main(["convert", source, "--output-dir", str(out), "--overwrite"]) == 0
     check_complete(out)
     assert not (out / "stale.txt").exists()
 

@@ -164,7 +164,7 @@ def test_command_line_restricts_object_counts_and_families(tmp_path, capsys):
     out = tmp_path / "single"
     families = "object_attribute,object_highlight"
     arguments = ["--objects", "1-1", "--families", families, "--answer", "centre"]
-    assert main(["synth", "--n", "30", "--out", str(out), *arguments]) == 0
+    assert main(["synth", "--n", "30", "--output-dir", str(out), *arguments]) == 0
     info = json.loads((out / "synth_info.json").read_text())
     assert (info["config"]["min_objects"], info["config"]["max_objects"]) == (1, 1)
     records = json.loads((out / "train.json").read_text())
@@ -182,9 +182,7 @@ def test_command_line_restricts_object_counts_and_families(tmp_path, capsys):
         distances = (rows - rows.mean()) ** 2 + (columns - columns.mean()) ** 2
         answer = (int(y * 120) - rows.mean()) ** 2 + (int(x * 160) - columns.mean()) ** 2
         assert answer == pytest.approx(distances.min())
-    with pytest.raises(SystemExit):
-        main(["synth", "--n", "1", "--out", str(tmp_path / "bad"), "--families", "object_colour"])
+    assert main(["synth", "--n", "1", "--output-dir", str(tmp_path / "bad"), "--families", "object_colour"]) == 2
     assert "object_colour" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["synth", "--n", "1", "--out", str(tmp_path / "bad"), "--answer", "middle"])
+    assert main(["synth", "--n", "1", "--output-dir", str(tmp_path / "bad"), "--answer", "middle"]) == 2
     assert "unknown answer kind 'middle'; choose from points, centre" in capsys.readouterr().err

@@ -150,7 +150,7 @@ def test_lora_adapter_loads_with_peft_and_merges_to_the_same_logits(workspace):
     assert not torch.allclose(unmerged, reference, atol=1e-4)  # the adapter and projector did change something
     merged = logits(peft_model.merge_and_unload(), batch)
     torch.testing.assert_close(merged, unmerged, atol=1e-4, rtol=1e-4)
-    assert cli_main(["merge-lora", str(out), str(workspace / "merged")]) == 0
+    assert cli_main(["merge-lora", str(out), "--output-dir", str(workspace / "merged")]) == 0
     reloaded = RoboPointForConditionalGeneration.from_pretrained(workspace / "merged")
     torch.testing.assert_close(logits(reloaded, batch), unmerged, atol=1e-4, rtol=1e-4)
 
@@ -224,7 +224,9 @@ def test_resume_after_a_kill_reaches_the_same_step_and_weights(workspace):
 def test_qlora_smoke(workspace):
     import bitsandbytes as bnb
 
-    script, config, model_args = arguments(workspace, "qlora", max_steps=2, save_steps=2, lora=True, lora_r=4, bits=4)
+    script, config, model_args = arguments(
+        workspace, "qlora", max_steps=2, save_steps=2, lora=True, lora_r=4, load_in_4bit=True
+    )
     trainer = build_trainer(script, config, model_args)
     assert any(isinstance(module, bnb.nn.Linear4bit) for module in trainer.model.modules())
     assert not any(
@@ -297,7 +299,7 @@ def test_stage_two_from_components_trains_lora_and_merges(tmp_path):
     )
     out = main(script, config_args, parts)
     assert json.loads((out / "robopoint_components.json").read_text())["projector_type"] == "mlp2x_gelu"
-    assert cli_main(["merge-lora", str(out), str(tmp_path / "merged")]) == 0
+    assert cli_main(["merge-lora", str(out), "--output-dir", str(tmp_path / "merged")]) == 0
     merged = RoboPointForConditionalGeneration.from_pretrained(tmp_path / "merged")
     assert torch.isfinite(logits(merged, batch_for(tmp_path))).all()
 
@@ -336,4 +338,4 @@ def test_cli_hands_options_to_the_training_parser():
     with pytest.raises(ValueError, match="exactly one starting point"):
         ModelArguments()
     with pytest.raises(ValueError, match="needs --lora"):
-        ModelArguments(model="m", bits=4)
+        ModelArguments(model="m", load_in_4bit=True)

@@ -49,6 +49,10 @@ class CheckpointIncompleteError(RuntimeError):
     """A staged folder misses a file every checkpoint needs; it is never renamed into place."""
 
 
+class CorruptedWeightsError(OSError):
+    """A weights file that cannot be read: truncated by an interrupted copy or download, or not safetensors."""
+
+
 class HubModelUnavailableError(OSError):
     """A Hub id that is not in the local cache and cannot be downloaded (offline, or no network)."""
 
@@ -349,17 +353,41 @@ def looks_like_hub_id(spec: str) -> bool:
     return bool(spec) and not spec.startswith(("/", ".", "~")) and spec.count("/") <= 1 and "\\" not in spec
 
 
+def check_weight_files(folder: Path) -> None:
+    """Reads the header of every ``*.safetensors`` file in ``folder`` (milliseconds, no tensor is read).
+
+    A truncated or corrupted file then fails here naming the file; safetensors' own error, raised later from inside
+    the loader, does not say which file it was reading.
+
+    Raises:
+        `CorruptedWeightsError`: naming the file and what is wrong with it.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="numpy"):
+                pass
+        except (SafetensorError, OSError) as error:
+            raise CorruptedWeightsError(
+                f"cannot read weights file {path}: {error} (truncated or corrupted: copy or download it again)"
+            ) from error
+
+
 def resolve_pretrained(spec: str | os.PathLike, what: str = "model") -> str:
     """Checks that ``spec`` can be loaded before a loader tries: a local folder, or a Hub id that is cached or
     reachable. Returns ``spec`` unchanged (as a string).
 
     Raises:
         `FileNotFoundError`: ``spec`` is a path and no folder is there.
+        `CorruptedWeightsError`: a ``*.safetensors`` file of the folder is truncated or corrupted (see
+            `check_weight_files`).
         `HubModelUnavailableError`: a Hub id not in the local cache while ``HF_HUB_OFFLINE=1`` or without network;
             one line naming it and saying how to pass a local folder, instead of a retry loop and Hub advice.
     """
     spec = os.fspath(spec)
     if Path(spec).expanduser().is_dir():
+        check_weight_files(Path(spec).expanduser())
         return spec
     if not looks_like_hub_id(spec):
         raise FileNotFoundError(f"{what} folder not found: {spec}")
@@ -393,8 +421,10 @@ def resolve_pretrained(spec: str | os.PathLike, what: str = "model") -> str:
 __all__ = [
     "HUB_PIPELINE_TASK",
     "CheckpointIncompleteError",
+    "CorruptedWeightsError",
     "HubModelUnavailableError",
     "check_complete",
+    "check_weight_files",
     "hub_custom_pipelines",
     "looks_like_hub_id",
     "model_auto_map",

@@ -2,9 +2,9 @@
 
 Examples::
 
-    robopoint convert wentao-yuan/robopoint-v1-vicuna-v1.5-13b robopoint-13b --dtype bfloat16 --verify
-    robopoint convert wentao-yuan/robopoint-v1-llama-2-7b-lora robopoint-7b --model-base meta-llama/Llama-2-7b-chat-hf
-    robopoint convert ./checkpoints/my-run ./my-run-hf --vision-tower ./clip-vit-large-patch14-336
+    robopoint convert wentao-yuan/robopoint-v1-vicuna-v1.5-13b --output-dir robopoint-13b --dtype bfloat16 --verify
+    robopoint convert wentao-yuan/robopoint-v1-llama-2-7b-lora --output-dir robopoint-7b --model-base meta-llama/Llama-2-7b-chat-hf
+    robopoint convert ./checkpoints/my-run --output-dir ./my-run-hf --vision-tower ./clip-vit-large-patch14-336
 """
 
 from __future__ import annotations
@@ -14,6 +14,12 @@ import argparse
 from robopoint_hf.dtypes import DTYPE_CHOICES
 from robopoint_hf.model.templates import TEMPLATE_NAMES
 
+from .options import add_output_dir_arguments, output_dir
+from .quiet import silence_progress_bars
+
+CONVERSION_TARGETS = ("robopoint", "llava")
+"""``--target`` of ``convert`` (Python: ``convert_checkpoint(target=...)``); ``export`` is ``--target llava``."""
+
 
 def add_conversion_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by `convert` and `export`."""
@@ -22,7 +28,6 @@ def add_conversion_arguments(parser: argparse.ArgumentParser) -> None:
         help="Original-format checkpoint: local folder or Hub id (full, LoRA or projector); export also reads any "
         "RoboPoint folder (converted, merged, trained).",
     )
-    parser.add_argument("out", help="Output folder (must not exist or be empty, unless --overwrite).")
     parser.add_argument("--model-base", help="Base language model of LoRA / projector-only checkpoints.")
     parser.add_argument(
         "--vision-tower",
@@ -47,14 +52,7 @@ def add_conversion_arguments(parser: argparse.ArgumentParser) -> None:
         help="Largest output shard: bytes, or a size in KB, MB, GB, TB (default: 5GB).",
     )
     parser.add_argument("--verify", action="store_true", help="Reload OUT and compare logits with SRC on a probe.")
-    add_overwrite_argument(parser)
-
-
-def add_overwrite_argument(parser: argparse.ArgumentParser) -> None:
-    """``--overwrite``, shared by every verb that writes a checkpoint folder."""
-    parser.add_argument(
-        "--overwrite", action="store_true", help="Replace OUT if it exists and is not empty (default: refuse)."
-    )
+    add_output_dir_arguments(parser)
 
 
 def add_parser(subparsers) -> None:
@@ -65,37 +63,39 @@ def add_parser(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_conversion_arguments(parser)
+    parser.add_argument(
+        "--target",
+        choices=CONVERSION_TARGETS,
+        default="robopoint",
+        help="robopoint: a RoboPoint folder (remote code); llava: a plain transformers LLaVA folder, the same as "
+        "`robopoint export` (default: %(default)s)",
+    )
     parser.set_defaults(func=run)
 
 
 def run_conversion(args: argparse.Namespace, target: str) -> int:
-    """Runs the conversion for `convert` and `export`; bad input becomes a one-line error, not a traceback."""
+    """Runs the conversion for `convert` and `export`."""
     import logging
-    import sys
 
-    from robopoint_hf.original.checkpoint import OriginalCheckpointError
     from robopoint_hf.original.convert import convert_checkpoint
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        out = convert_checkpoint(
-            args.src,
-            args.out,
-            model_base=args.model_base,
-            vision_tower=args.vision_tower,
-            dtype=args.dtype,
-            target=target,
-            prompt_template=args.prompt_template,
-            max_shard_size=args.max_shard_size,
-            verify=args.verify,
-            overwrite=args.overwrite,
-        )
-    except (OriginalCheckpointError, OSError, ValueError) as error:
-        print(f"robopoint {args.command}: error: {error}", file=sys.stderr)
-        return 1
+    silence_progress_bars()
+    out = convert_checkpoint(
+        args.src,
+        output_dir(args),
+        model_base=args.model_base,
+        vision_tower=args.vision_tower,
+        dtype=args.dtype,
+        target=target,
+        prompt_template=args.prompt_template,
+        max_shard_size=args.max_shard_size,
+        verify=args.verify,
+        overwrite=args.overwrite,
+    )
     print(out)
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
-    return run_conversion(args, "robopoint")
+    return run_conversion(args, args.target)

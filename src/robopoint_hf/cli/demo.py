@@ -3,7 +3,7 @@
 Examples::
 
     robopoint demo --model ./robopoint-13b
-    robopoint demo --model 13B=./robopoint-13b --model 7B=./robopoint-7b --device cuda --load-4bit
+    robopoint demo --model 13B=./robopoint-13b --model 7B=./robopoint-7b --device cuda --load-in-4bit
     robopoint demo --model 13B=./robopoint-13b@cuda:0 --model 7B=./robopoint-7b@cuda:1
     robopoint demo --model 13B=./robopoint-13b@auto          # spread over every visible GPU
     robopoint demo --model 13B=http://gpu-box:8000/v1 --model 7B=./robopoint-7b@cuda:0
@@ -25,12 +25,13 @@ import contextlib
 import ipaddress
 import os
 import signal
-import sys
 from collections.abc import Iterator
 
 from robopoint_hf.demo import DEFAULT_HOST, DEFAULT_MAX_FILE_SIZE, DEFAULT_PORT
 
+from .errors import UsageError
 from .predict import DEFAULT_MODEL, add_loading_arguments, quantization_bits
+from .quiet import silence_progress_bars
 
 __all__ = ["add_parser", "parse_model_specs", "run"]
 
@@ -59,7 +60,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="SIZE",
         help=f"largest upload, e.g. 5mb (default: {DEFAULT_MAX_FILE_SIZE})",
     )
-    add_loading_arguments(parser)
+    add_loading_arguments(parser, exclude=("model",))  # --model is repeatable here: one column each
     parser.set_defaults(func=run)
     return parser
 
@@ -125,13 +126,9 @@ def _stop_on_sigterm() -> Iterator[None]:
 def run(args: argparse.Namespace) -> int:
     """Loads the models, starts the page and serves until interrupted."""
 
-    def fail(message: str, code: int = 1) -> int:
-        print(f"robopoint demo: error: {message}", file=sys.stderr)
-        return code
-
     specs = args.model or ([DEFAULT_MODEL] if DEFAULT_MODEL else [])
     if not specs:
-        return fail("--model is required (this build ships no default model)", code=2)
+        raise UsageError("--model is required (this build ships no default model)")
     from robopoint_hf.demo.columns import LocalColumn, parse_column
 
     models = parse_model_specs(specs)
@@ -139,29 +136,25 @@ def run(args: argparse.Namespace) -> int:
         try:
             column = parse_column(source)
         except ValueError as error:
-            return fail(f"--model {label}: {error}", code=2)
+            raise UsageError(f"--model {label}: {error}") from error
         if isinstance(column, LocalColumn):
             path = column.source
             if path.startswith(("/", ".", "~")) and not os.path.isdir(path):
-                return fail(f"model folder not found for {label!r}: {path}")
-    try:
-        import gradio  # noqa: F401  (fail with the install hint before loading any model)
-    except ImportError:
-        return fail('the demo needs Gradio: pip install "robopoint_hf[demo]"')
+                raise FileNotFoundError(f"model folder not found for {label!r}: {path}")
+    import gradio  # noqa: F401  (a missing extra fails with the install hint before any model loads)
+
     from robopoint_hf.demo.app import build_demo, gradio_temp_dir, launch_demo
 
     if not _is_loopback(args.host):
         print(f"robopoint demo: warning: listening on {args.host}; anyone who can reach it can use the models.")
     bits = quantization_bits(args)
+    silence_progress_bars()
     with gradio_temp_dir(), _stop_on_sigterm():
-        try:
-            demo = build_demo(models, device=args.device, dtype=args.dtype, bits=bits)
-        except (OSError, ValueError) as error:
-            return fail(f"cannot load the models: {error}")
+        demo = build_demo(models, device=args.device, dtype=args.dtype, bits=bits)
         try:
             launch_demo(demo, host=args.host, port=args.port, share=args.share, max_file_size=args.max_file_size)
         except KeyboardInterrupt:
             pass
         finally:
-            demo.close()
+            demo.close(verbose=False)
     return 0

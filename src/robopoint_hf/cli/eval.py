@@ -38,10 +38,14 @@ import argparse
 import json
 import sys
 
-from robopoint_hf.dtypes import DEFAULT_DTYPES, DTYPE_CHOICES
+from robopoint_hf.dtypes import DEFAULT_DTYPES
+from robopoint_hf.model.points import DEFAULT_MAX_NEW_TOKENS
 from robopoint_hf.model.templates import TEMPLATE_NAMES
 
-from .predict import DEFAULT_MODEL, positive_int
+from .errors import UsageError
+from .options import GenerationOptions, add_dataclass_arguments, positive_int
+from .predict import DEFAULT_MODEL, add_loading_arguments, quantization_bits
+from .quiet import silence_progress_bars
 
 __all__ = ["add_parser", "run", "run_score", "run_where2place"]
 
@@ -126,6 +130,28 @@ def _add_endpoint_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def select_questions(questions: list, args: argparse.Namespace) -> list:
+    """The questions ``--question-ids`` and ``--limit`` select, in file order (all without them).
+
+    The answer file then holds the subset; rerunning with more questions (or none of the two options) resumes it.
+    """
+    if args.question_ids is not None:
+        by_id = {str(q.question_id): q for q in questions}
+        unknown = [i for i in args.question_ids if i not in by_id]
+        if unknown:
+            raise UsageError(f"--question-ids: {', '.join(unknown)} not in {args.data_dir}")
+        wanted = set(args.question_ids)
+        questions = [q for q in questions if str(q.question_id) in wanted]
+    return questions[: args.limit] if args.limit else questions
+
+
+def _question_ids(text: str) -> list[str]:
+    ids = [part.strip() for part in text.split(",") if part.strip()]
+    if not ids:
+        raise argparse.ArgumentTypeError(f"expected comma-separated question ids, got {text!r}")
+    return ids
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Registers ``eval`` (with sub-commands ``where2place`` and ``score``) on the ``robopoint`` command line."""
     parser = subparsers.add_parser(
@@ -144,10 +170,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    answer.add_argument(
-        "--model",
-        help="RoboPoint model folder or Hub id"
-        + (f" (default: {DEFAULT_MODEL})" if DEFAULT_MODEL else " (required unless --endpoint)"),
+    add_loading_arguments(
+        answer,
+        model_default=None,
+        helps={
+            "model": "RoboPoint model folder or Hub id"
+            + (f" (default: {DEFAULT_MODEL})" if DEFAULT_MODEL else " (required unless --endpoint)"),
+            "device": "default: the process's accelerate device",
+        },
     )
     answer.add_argument("--output", required=True, help="answer file (JSON lines); an existing one is resumed")
     _add_scoring_arguments(answer)
@@ -161,27 +191,34 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--seed", type=int, help="seed for sampling (each batch: seed + crc32 of its first question id)"
     )
     answer.add_argument(
-        "--max-new-tokens", type=positive_int, default=1024, help="longest answer (default: 1024, as the original)"
-    )
-    answer.add_argument(
         "--prompt-template",
         choices=TEMPLATE_NAMES,
         help="override the checkpoint's prompt template; the published numbers used llava_v1 (default: checkpoint's)",
     )
-    answer.add_argument(
-        "--constrained",
-        action="store_true",
-        help="decode in RoboPoint's answer language, ending at ']' (default: free text, as the published numbers)",
+    add_dataclass_arguments(
+        answer,
+        GenerationOptions,
+        defaults={"format_instruction": False, "constrained": False, "max_new_tokens": DEFAULT_MAX_NEW_TOKENS},
+        helps={
+            "max_new_tokens": "longest answer in tokens (default: %(default)s, as predict; the original used 1024)",
+            "format_instruction": "append RoboPoint's answer-format sentence to questions lacking it (default: "
+            "questions as written, as the published numbers)",
+            "constrained": "decode in RoboPoint's answer language, ending at ']' (default: free text, as the "
+            "published numbers)",
+        },
+        deprecated={"format_instruction": ("--add-answer-format",)},
     )
     answer.add_argument(
-        "--add-answer-format",
-        action="store_true",
-        help="append RoboPoint's answer-format sentence to questions lacking it (default: questions as written)",
+        "--limit", type=positive_int, metavar="N", help="answer only the first N questions (in file order)"
+    )
+    answer.add_argument(
+        "--question-ids",
+        type=_question_ids,
+        metavar="ID[,ID...]",
+        help="answer only these questions (comma-separated question_id values)",
     )
     answer.add_argument("--model-id", help="model_id written into the answer file (default: the model's folder name)")
     answer.add_argument("--overwrite", action="store_true", help="delete an existing answer file instead of resuming")
-    answer.add_argument("--device", choices=("cpu", "cuda", "mps"), help="default: the process's accelerate device")
-    answer.add_argument("--dtype", choices=DTYPE_CHOICES, help="default: float32 on cpu, etc.")
     _add_endpoint_arguments(answer)
 
     score = verbs.add_parser(
@@ -194,11 +231,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     score.add_argument("--labels", nargs="+", help="a name per answer file (default: file names)")
     _add_scoring_arguments(score)
     return parser
-
-
-def _fail(verb: str, message: str, code: int = 1) -> int:
-    print(f"robopoint eval {verb}: error: {message}", file=sys.stderr)
-    return code
 
 
 def _uses_legacy_report(args: argparse.Namespace, questions) -> bool:
@@ -270,8 +302,25 @@ def _report_any(args: argparse.Namespace, labels, answer_files, records) -> int:
     return 0
 
 
+def _drop_category_mean_without_categories(args: argparse.Namespace, questions) -> None:
+    """``category_mean`` needs every question's category; without them it is skipped (one message), not fatal."""
+    if "category_mean" not in args.protocols:
+        return
+    missing = sum(getattr(q, "category", None) is None for q in questions)
+    if not missing:
+        return
+    args.protocols = [p for p in args.protocols if p != "category_mean"]
+    if not args.protocols:
+        raise UsageError(f"category_mean needs a category per question; {missing} of {len(questions)} have none")
+    print(
+        f"robopoint eval: skipping category_mean: {missing} of {len(questions)} questions have no category",
+        file=sys.stderr,
+    )
+
+
 def _report(args: argparse.Namespace, labels, answer_files, questions) -> int:
     """Score the answer files, print the table, and write the optional JSON and pictures."""
+    _drop_category_mean_without_categories(args, questions)
     if not _uses_legacy_report(args, questions):
         return _report_any(args, labels, answer_files, questions)
     from robopoint_hf.evaluation.runner import format_score_table, scores_to_dict
@@ -303,18 +352,15 @@ def run_score(args: argparse.Namespace) -> int:
 
     labels = args.labels or default_labels(args.answers)
     if len(labels) != len(args.answers):
-        return _fail("score", f"got {len(args.answers)} answer files but {len(labels)} --labels", code=2)
-    try:
-        questions = load_benchmark(args.data_dir, args.benchmark, split=args.split, question_file=args.question_file)
-        return _report(args, labels, args.answers, questions)
-    except (FileNotFoundError, ValueError) as error:
-        return _fail("score", str(error))
+        raise UsageError(f"got {len(args.answers)} answer files but {len(labels)} --labels")
+    questions = load_benchmark(args.data_dir, args.benchmark, split=args.split, question_file=args.question_file)
+    return _report(args, labels, args.answers, questions)
 
 
 def _run_endpoint(args: argparse.Namespace) -> int:
     """``robopoint eval where2place --endpoint``: answer through the served model (resumable), then score."""
     from robopoint_hf.evaluation.benchmarks import load_benchmark
-    from robopoint_hf.evaluation.endpoint import EndpointClient, EndpointError, endpoint_answer_fn, request_params
+    from robopoint_hf.evaluation.endpoint import EndpointClient, endpoint_answer_fn, request_params
     from robopoint_hf.evaluation.runner import model_id_from_path, run_answers
 
     local_only = {
@@ -323,38 +369,39 @@ def _run_endpoint(args: argparse.Namespace) -> int:
         "--device": args.device,
         "--dtype": args.dtype,
         "--num-beams": args.num_beams if args.num_beams != 1 else None,
+        "--load-in-4bit": args.load_in_4bit or None,
+        "--load-in-8bit": args.load_in_8bit or None,
     }
     given = [flag for flag, value in local_only.items() if value is not None]
     if given:
-        return _fail("where2place", f"{', '.join(given)} cannot be used with --endpoint (the server decides)", code=2)
-    try:
-        questions = load_benchmark(args.data_dir, args.benchmark, split=args.split, question_file=args.question_file)
-        params = request_params(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens)
-        with EndpointClient(
-            args.endpoint, args.endpoint_model, max_retries=args.max_retries, request_timeout=args.request_timeout
-        ) as client:
-            model_id = args.model_id or model_id_from_path(client.model)
-            answer_fn = endpoint_answer_fn(
-                client,
-                concurrency=args.concurrency,
-                answer_format=args.answer_format,
-                add_answer_format=args.add_answer_format,
-                seed=args.seed,
-                **params,
-            )
-            records = run_answers(
-                questions,
-                answer_fn,
-                args.output,
-                model_id=model_id,
-                batch_size=args.concurrency,
-                overwrite=args.overwrite,
-                progress=lambda done, total: print(f"{done}/{total} answered", file=sys.stderr, flush=True),
-            )
-        print(f"answers: {args.output} ({len(records)} questions, model_id {model_id!r})")
-        return _report(args, [model_id], [args.output], questions)
-    except (FileNotFoundError, ValueError, EndpointError) as error:
-        return _fail("where2place", str(error))
+        raise UsageError(f"{', '.join(given)} cannot be used with --endpoint (the server decides)")
+    questions = select_questions(
+        load_benchmark(args.data_dir, args.benchmark, split=args.split, question_file=args.question_file), args
+    )
+    params = request_params(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens)
+    with EndpointClient(
+        args.endpoint, args.endpoint_model, max_retries=args.max_retries, request_timeout=args.request_timeout
+    ) as client:
+        model_id = args.model_id or model_id_from_path(client.model)
+        answer_fn = endpoint_answer_fn(
+            client,
+            concurrency=args.concurrency,
+            answer_format=args.answer_format,
+            add_answer_format=args.format_instruction,
+            seed=args.seed,
+            **params,
+        )
+        records = run_answers(
+            questions,
+            answer_fn,
+            args.output,
+            model_id=model_id,
+            batch_size=args.concurrency,
+            overwrite=args.overwrite,
+            progress=lambda done, total: print(f"{done}/{total} answered", file=sys.stderr, flush=True),
+        )
+    print(f"answers: {args.output} ({len(records)} questions, model_id {model_id!r})")
+    return _report(args, [model_id], [args.output], questions)
 
 
 def run_where2place(args: argparse.Namespace) -> int:
@@ -365,41 +412,36 @@ def run_where2place(args: argparse.Namespace) -> int:
         return _run_endpoint(args)
     endpoint_only = [flag for flag in ("endpoint_model",) if getattr(args, flag) is not None]
     if endpoint_only:
-        return _fail("where2place", "--endpoint-model needs --endpoint", code=2)
+        raise UsageError("--endpoint-model needs --endpoint")
     args.model = args.model or DEFAULT_MODEL
     if args.model is None:
-        return _fail("where2place", "--model is required (this build ships no default model)", code=2)
+        raise UsageError("--model is required (this build ships no default model)")
     import torch
     from accelerate import PartialState
 
     from robopoint_hf.evaluation.benchmarks import load_benchmark
     from robopoint_hf.evaluation.runner import generation_kwargs, model_id_from_path, pipeline_answer_fn, run_answers
+    from robopoint_hf.hub_checkpoint import resolve_pretrained
     from robopoint_hf.inference.loading import load_pipeline
     from robopoint_hf.model.templates import get_chat_template
 
-    from .predict import looks_like_path
-
-    try:  # before the model: a typo fails fast
-        questions = load_benchmark(args.data_dir, args.benchmark, split=args.split, question_file=args.question_file)
-        generate_kwargs = generation_kwargs(
-            temperature=args.temperature,
-            top_p=args.top_p,
-            num_beams=args.num_beams,
-            max_new_tokens=args.max_new_tokens,
-        )
-    except (FileNotFoundError, ValueError) as error:
-        return _fail("where2place", str(error))
-    if looks_like_path(args.model) and not os.path.isdir(os.path.expanduser(args.model)):
-        return _fail("where2place", f"model folder not found: {args.model}")
+    # before the model: a typo fails fast
+    questions = load_benchmark(args.data_dir, args.benchmark, split=args.split, question_file=args.question_file)
+    questions = select_questions(questions, args)
+    generate_kwargs = generation_kwargs(
+        temperature=args.temperature,
+        top_p=args.top_p,
+        num_beams=args.num_beams,
+        max_new_tokens=args.max_new_tokens,
+    )
+    resolve_pretrained(os.path.expanduser(args.model))
     # cpu=True lets `torchrun`/`accelerate launch` shard over CPU processes (gloo); GPUs need no flag.
     on_cpu = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")) == "cpu"
     state = PartialState(cpu=on_cpu)
     device = args.device or str(state.device)  # under accelerate launch: this process's GPU
-    try:
-        dtype = args.dtype or DEFAULT_DTYPES.get(device.split(":")[0], "float32")
-        pipe = load_pipeline(os.path.expanduser(args.model), device, dtype)
-    except (OSError, ValueError) as error:
-        return _fail("where2place", f"cannot load model {args.model}: {error}")
+    silence_progress_bars()
+    dtype = args.dtype or DEFAULT_DTYPES.get(device.split(":")[0], "float32")
+    pipe = load_pipeline(os.path.expanduser(args.model), device, dtype, quantization_bits(args))
     if args.prompt_template:
         pipe.processor.chat_template = get_chat_template(args.prompt_template)
         pipe.processor.prompt_template = args.prompt_template
@@ -407,7 +449,7 @@ def run_where2place(args: argparse.Namespace) -> int:
         pipe,
         batch_size=args.batch_size,
         seed=args.seed,
-        answer_format=args.add_answer_format,
+        answer_format=args.format_instruction,
         constrained=args.constrained,
         **generate_kwargs,
     )
@@ -416,26 +458,20 @@ def run_where2place(args: argparse.Namespace) -> int:
     def progress(done: int, total: int) -> None:
         print(f"[rank {state.process_index}] {done}/{total} answered", file=sys.stderr, flush=True)
 
-    try:
-        records = run_answers(
-            questions,
-            answer_fn,
-            args.output,
-            model_id=model_id,
-            batch_size=args.batch_size,
-            overwrite=args.overwrite,
-            state=state,
-            progress=progress,
-        )
-    except (FileNotFoundError, ValueError) as error:
-        return _fail("where2place", str(error))
+    records = run_answers(
+        questions,
+        answer_fn,
+        args.output,
+        model_id=model_id,
+        batch_size=args.batch_size,
+        overwrite=args.overwrite,
+        state=state,
+        progress=progress,
+    )
     if records is None:  # not the main process: scoring is printed once
         return 0
     print(f"answers: {args.output} ({len(records)} questions, model_id {model_id!r})")
-    try:
-        return _report(args, [model_id], [args.output], questions)
-    except (FileNotFoundError, ValueError) as error:
-        return _fail("where2place", str(error))
+    return _report(args, [model_id], [args.output], questions)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""``robopoint export`` -- any RoboPoint checkpoint -> plain transformers LLaVA folder (no remote code).
+"""``robopoint export`` -- ``robopoint convert --target llava``: any RoboPoint checkpoint -> plain transformers LLaVA
+folder (no remote code). Python: ``convert_checkpoint(src, output_dir, target="llava")``.
 
 SRC is an original RoboPoint/LLaVA checkpoint (folder or Hub id) or any RoboPoint folder: converted, merged
 (``robopoint merge-lora``) or trained (``robopoint train``). The output loads with ``LlavaForConditionalGeneration`` / ``AutoModelForImageTextToText`` and
@@ -8,9 +9,9 @@ left, so batched generation with plain transformers gives every row the answer i
 
 Examples::
 
-    robopoint export wentao-yuan/robopoint-v1-vicuna-v1.5-13b robopoint-13b-llava --format llava --dtype bfloat16
-    robopoint export wentao-yuan/robopoint-v1-vicuna-v1.5-7b-lora out --format llava --model-base lmsys/vicuna-7b-v1.5
-    robopoint export runs/merged runs/merged-llava --format llava      # a merge-lora or train output
+    robopoint export wentao-yuan/robopoint-v1-vicuna-v1.5-13b --output-dir robopoint-13b-llava --dtype bfloat16
+    robopoint export wentao-yuan/robopoint-v1-vicuna-v1.5-7b-lora --output-dir out --model-base lmsys/vicuna-7b-v1.5
+    robopoint export runs/merged --output-dir runs/merged-llava      # a merge-lora or train output
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from __future__ import annotations
 import argparse
 
 from .convert import add_conversion_arguments, run_conversion
+from .errors import UsageError
+from .options import DeprecatedAlias
 
 
 def add_parser(subparsers) -> None:
@@ -28,9 +31,14 @@ def add_parser(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_conversion_arguments(parser)
-    parser.add_argument("--format", choices=("llava",), default="llava", help="Output format (default: llava).")
-    parser.set_defaults(func=run)
+    parser.add_argument(
+        "--format", dest="target", action=DeprecatedAlias, new_flag="(nothing: export always writes llava)",
+        takes_value=True, help=argparse.SUPPRESS,
+    )  # fmt: skip
+    parser.set_defaults(func=run, target="llava")
 
 
 def run(args: argparse.Namespace) -> int:
-    return run_conversion(args, args.format)
+    if args.target != "llava":
+        raise UsageError(f"export writes plain LLaVA folders; for --format {args.target} use `robopoint convert`")
+    return run_conversion(args, "llava")

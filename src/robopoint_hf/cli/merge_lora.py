@@ -4,9 +4,9 @@ The adapter folder holds the LoRA weights of the language model and the fully tr
 (``modules_to_save``); merging gives a plain RoboPoint folder that ``AutoModel``/``from_pretrained``, the pipeline
 and ``robopoint export`` read. Needs the ``train`` extra (peft). Examples::
 
-    robopoint merge-lora runs/lora robopoint-lora-merged --model-base wentao-yuan/robopoint-v1-vicuna-v1.5-13b-hf
-    robopoint merge-lora runs/lora merged          # base = the adapter's base_model_name_or_path
-    robopoint merge-lora runs/stage2-lora merged   # stage 2 from parts: base rebuilt from robopoint_components.json
+    robopoint merge-lora runs/lora --output-dir robopoint-lora-merged --model-base wentao-yuan/robopoint-v1-vicuna-v1.5-13b-hf
+    robopoint merge-lora runs/lora --output-dir merged          # base = the adapter's base_model_name_or_path
+    robopoint merge-lora runs/stage2-lora --output-dir merged   # stage 2 from parts: base rebuilt from robopoint_components.json
 
 (Adapters of the ORIGINAL RoboPoint code, e.g. ``robopoint-v1-vicuna-v1.5-7b-lora``, are converted with
 ``robopoint convert ... --model-base``.)
@@ -21,7 +21,8 @@ from pathlib import Path
 
 from robopoint_hf.dtypes import DTYPE_CHOICES, torch_dtype
 
-from .convert import add_overwrite_argument
+from .options import add_output_dir_arguments, output_dir
+from .quiet import silence_progress_bars
 
 
 def merge_lora(
@@ -90,22 +91,16 @@ def add_parser(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("adapter", help="Adapter folder (output of `robopoint train --lora`).")
-    parser.add_argument("out", help="Output folder.")
     parser.add_argument("--model-base", help="RoboPoint checkpoint the adapter was trained on (default: recorded).")
     parser.add_argument("--dtype", default="auto", choices=("auto", *DTYPE_CHOICES), help="Saved dtype.")
-    add_overwrite_argument(parser)
+    add_output_dir_arguments(parser, what="folder of the merged checkpoint")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
-    try:
-        out = merge_lora(
-            args.adapter, args.out, model_base=args.model_base, dtype=args.dtype, overwrite=args.overwrite
-        )
-    except (OSError, ValueError) as error:
-        print(f"robopoint merge-lora: error: {error}", file=sys.stderr)
-        return 1
+    silence_progress_bars()
+    out = merge_lora(
+        args.adapter, output_dir(args), model_base=args.model_base, dtype=args.dtype, overwrite=args.overwrite
+    )
     print(out)
     return 0

@@ -3,9 +3,9 @@
 Examples::
 
     robopoint predict --model ./robopoint-13b --image sink.jpg \\
-        --instruction "Find a few spots within the vacant area on the rightmost white plate." --save sink-points.png
+        --instruction "Find a few spots within the vacant area on the rightmost white plate." --output sink-points.png
     robopoint predict --model ./robopoint-13b --image https://example.com/stair.jpg --instruction "..." --json
-    robopoint predict --model ./robopoint-13b --image sink.jpg --instruction "..." --device cuda --load-4bit
+    robopoint predict --model ./robopoint-13b --image sink.jpg --instruction "..." --device cuda --load-in-4bit
 
 Points are printed in pixels of the original image and normalized to its width and height, with the confidence
 score of each (see :class:`~robopoint_hf.model.pipeline_robopoint.RoboPointPipeline`). ``--json`` prints the pipeline's
@@ -18,11 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
 from robopoint_hf.checkpoints import default_model
-from robopoint_hf.dtypes import DEFAULT_DTYPES, DTYPE_CHOICES
+from robopoint_hf.dtypes import DEFAULT_DTYPES
 from robopoint_hf.inference.loading import load_pipeline
+
+from .errors import UsageError
+from .options import DeprecatedAlias, GenerationOptions, ModelLoadingOptions, add_dataclass_arguments, positive_int
+from .quiet import silence_progress_bars
 
 __all__ = ["DEFAULT_MODEL", "add_parser", "run"]
 
@@ -30,33 +33,24 @@ DEFAULT_MODEL: str | None = default_model()
 """Model used without ``--model``: the tiny demonstration model shipped in the package (synthetic scenes only)."""
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
-def add_loading_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--device``, ``--dtype`` and ``--load-4bit``/``--load-8bit``, shared by the verbs that load models."""
-    parser.add_argument(
-        "--device", choices=("cpu", "cuda", "mps"), help="where to run (default: cuda if available, else cpu)"
+def add_loading_arguments(parser, helps: dict | None = None, model_default: str | None = DEFAULT_MODEL, **kw) -> None:
+    """``--model --device --dtype --load-in-4bit --load-in-8bit``: the options of every verb that loads a model."""
+    default_help = "RoboPoint model folder or Hub id" + (
+        f" (default: {DEFAULT_MODEL})" if DEFAULT_MODEL else " (required)"
     )
-    parser.add_argument(
-        "--dtype",
-        choices=DTYPE_CHOICES,
-        help="weight dtype (default: float32 on cpu, bfloat16 on cuda, float16 on mps)",
+    add_dataclass_arguments(
+        parser,
+        ModelLoadingOptions,
+        defaults={"model": model_default},
+        helps={"model": default_help, **(helps or {})},
+        **kw,
     )
-    bits = parser.add_mutually_exclusive_group()
-    bits.add_argument("--load-4bit", action="store_true", help="quantize the language model(s) to 4-bit NF4")
-    bits.add_argument("--load-8bit", action="store_true", help="quantize the language model(s) to 8-bit (LLM.int8)")
 
 
 def quantization_bits(args: argparse.Namespace) -> int | None:
-    return 4 if args.load_4bit else 8 if args.load_8bit else None
+    if args.load_in_4bit and args.load_in_8bit:
+        raise UsageError("--load-in-4bit and --load-in-8bit exclude each other; give one")
+    return 4 if args.load_in_4bit else 8 if args.load_in_8bit else None
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -69,33 +63,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--image", required=True, help="image file or http(s) URL")
     parser.add_argument("--instruction", required=True, help='what to point at, e.g. "the free space left of the mug"')
-    parser.add_argument(
-        "--model",
-        default=DEFAULT_MODEL,
-        help="RoboPoint model folder or Hub id" + (f" (default: {DEFAULT_MODEL})" if DEFAULT_MODEL else " (required)"),
-    )
     add_loading_arguments(parser)
-    parser.add_argument("--save", metavar="PNG", help="write the image with the points drawn on it")
-    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    parser.add_argument("--output", metavar="PNG", help="write the image with the points drawn on it to this file")
     parser.add_argument(
-        "--max-new-tokens", type=positive_int, metavar="N", help="longest answer (default: the model's)"
+        "--save", dest="output", action=DeprecatedAlias, new_flag="--output", takes_value=True, help=argparse.SUPPRESS
     )
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    add_dataclass_arguments(parser, GenerationOptions)
     parser.add_argument(
         "--max-points",
         type=positive_int,
         metavar="K",
         help="at most K points (constrained: the answer closes after K; free: the K highest-scoring)",
-    )
-    parser.add_argument(
-        "--no-constrained",
-        dest="constrained",
-        action="store_false",
-        help="decode free text instead of RoboPoint's answer language (constrained needs robopoint_hf[constrained])",
-    )
-    parser.add_argument(
-        "--no-answer-format",
-        action="store_true",
-        help="do not append RoboPoint's answer-format sentence to the instruction",
     )
     parser.set_defaults(func=run)
     return parser
@@ -138,56 +117,39 @@ def looks_like_path(model: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Loads the model, predicts, prints; bad input becomes a one-line error naming it, not a traceback."""
+    """Loads the model, predicts, prints; bad input is checked before the model loads, so a typo fails fast."""
+    if args.model is None:
+        raise UsageError("--model is required (this build ships no default model)")
+    if not args.instruction.strip():
+        raise UsageError("--instruction is empty: say what to point at, e.g. 'the free space left of the mug'")
+    bits = quantization_bits(args)
     import torch
 
-    from robopoint_hf.hub_checkpoint import resolve_pretrained
     from robopoint_hf.model.image_processing_robopoint import load_image
 
-    def fail(message: str, code: int = 1) -> int:
-        print(f"robopoint predict: error: {message}", file=sys.stderr)
-        return code
-
-    if args.model is None:
-        return fail("--model is required (this build ships no default model)", code=2)
-    try:
-        image = load_image(args.image)  # before loading the model: a typo should fail fast
-    except (FileNotFoundError, ValueError, TypeError) as error:
-        return fail(str(error))
+    image = load_image(args.image)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     if not available[device]:
-        return fail(f"--device {device} is not available on this machine")
-    if args.save and not os.path.isdir(os.path.dirname(os.path.abspath(args.save))):
-        return fail(f"cannot write {args.save}: its folder does not exist")
-    try:
-        resolve_pretrained(
-            os.path.expanduser(args.model)
-        )  # a missing folder, or a Hub id neither cached nor reachable
-    except OSError as error:
-        return fail(str(error))
-    bits = quantization_bits(args)
-    try:
-        pipe = load_pipeline(os.path.expanduser(args.model), device, args.dtype or DEFAULT_DTYPES[device], bits)
-    except (OSError, ValueError) as error:
-        return fail(f"cannot load model {args.model}: {error}")
+        raise UsageError(f"--device {device} is not available on this machine")
+    if args.output and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
+        raise UsageError(f"cannot write {args.output}: its folder does not exist")
+    silence_progress_bars()
+    pipe = load_pipeline(os.path.expanduser(args.model), device, args.dtype or DEFAULT_DTYPES[device], bits)
     result = pipe(
         image,
         args.instruction,
         max_new_tokens=args.max_new_tokens,
         max_points=args.max_points,
-        answer_format=not args.no_answer_format,
+        answer_format=args.format_instruction,
         constrained=args.constrained,
     )
-    if args.save:
-        try:
-            save_annotated(image, result, args.save)
-        except (OSError, ValueError) as error:
-            return fail(f"cannot write {args.save}: {error}")
+    if args.output:
+        save_annotated(image, result, args.output)
     if args.json:
         print(json.dumps(result))
     else:
         print(format_result(result))
-        if args.save:
-            print(f"saved: {args.save}")
+        if args.output:
+            print(f"saved: {args.output}")
     return 0

@@ -4,13 +4,13 @@ Examples:
 
 ```bash
 # 20k training scenes + a 200-question Where2Place-style evaluation split, on both cores
-robopoint synth --n 20000 --out data/synth --seed 0 --split-eval 200 --workers 2
+robopoint synth --n 20000 --output-dir data/synth --seed 0 --split-eval 200 --workers 2
 
 # larger images, three questions per scene
-robopoint synth --n 1000 --out data/synth-320 --image-size 320x240 --questions-per-scene 3
+robopoint synth --n 1000 --output-dir data/synth-320 --image-size 320x240 --questions-per-scene 3
 
 # the tiny model's first training stage: one object per scene, questions about it, one centre point as answer
-robopoint synth --n 20000 --out data/synth-1 --seed 1 --objects 1-1 --families object_attribute,object_highlight \
+robopoint synth --n 20000 --output-dir data/synth-1 --seed 1 --objects 1-1 --families object_attribute,object_highlight \
     --answer centre
 ```
 
@@ -20,6 +20,10 @@ Train on ``OUT/train.json`` with image folder ``OUT``; evaluate on ``OUT/eval`` 
 from __future__ import annotations
 
 import argparse
+import os
+
+from .errors import UsageError
+from .options import add_output_dir_arguments, output_dir
 
 __all__ = ["add_parser", "run"]
 
@@ -67,7 +71,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--n", type=int, required=True, help="number of training scenes")
-    parser.add_argument("--out", required=True, help="output folder")
+    add_output_dir_arguments(parser, what="dataset folder", deprecated={"output_dir": ("--out",)})
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed -> byte-identical output")
     parser.add_argument("--split-eval", type=int, default=0, metavar="M", help="evaluation questions (default 0)")
     parser.add_argument("--workers", type=int, default=1, help="processes (the output does not depend on it)")
@@ -91,27 +95,26 @@ def run(args: argparse.Namespace) -> int:
     """Generate the dataset and print a per-family summary."""
     from robopoint_hf.synthetic.scenes import FAMILIES, SynthConfig, generate_dataset
 
+    folder = output_dir(args)
+    if os.path.isdir(folder) and os.listdir(folder) and not args.overwrite:
+        raise UsageError(f"--output-dir {folder} exists and is not empty; pass --overwrite to write into it")
     weights = SynthConfig.family_weights
     if args.families is not None:  # the chosen families keep their default weights relative to each other
         weights = tuple(
             weight if family in args.families else 0.0 for family, weight in zip(FAMILIES, weights, strict=True)
         )
-    try:
-        config = SynthConfig(
-            width=args.image_size[0],
-            height=args.image_size[1],
-            questions_per_scene=args.questions_per_scene,
-            min_objects=args.objects[0],
-            max_objects=args.objects[1],
-            answer=args.answer,
-            family_weights=weights,
-        )
-        summary = generate_dataset(
-            args.out, args.n, seed=args.seed, eval_questions=args.split_eval, config=config, workers=args.workers
-        )
-    except ValueError as error:
-        print(f"robopoint synth: error: {error}")
-        return 2
+    config = SynthConfig(
+        width=args.image_size[0],
+        height=args.image_size[1],
+        questions_per_scene=args.questions_per_scene,
+        min_objects=args.objects[0],
+        max_objects=args.objects[1],
+        answer=args.answer,
+        family_weights=weights,
+    )
+    summary = generate_dataset(
+        folder, args.n, seed=args.seed, eval_questions=args.split_eval, config=config, workers=args.workers
+    )
     print(f"wrote {summary.records} training records ({summary.scenes} scenes) to {summary.out_dir}/train.json")
     for family, count in summary.families.items():
         print(f"  {family:<22} {count}")

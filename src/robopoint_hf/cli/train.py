@@ -6,7 +6,7 @@ Every option of :mod:`robopoint_hf.training.trainer` is accepted (``--help`` sho
     robopoint train --data robopoint_1432k.json --image-folder images --model ROBOPOINT_OR_BASE --lora \\
         --output-dir runs/lora
     robopoint train --config examples/recipes/lora_vicuna_7b.yaml --output-dir runs/lora
-    robopoint train --data my.json --image-folder images --model ROBOPOINT --lora --bits 4 --output-dir runs/qlora
+    robopoint train --data my.json --image-folder images --model ROBOPOINT --lora --load-in-4bit --output-dir runs/qlora
 
 This runs in one process; for several GPUs use ``accelerate launch examples/sft_robopoint.py`` with a config from
 ``examples/accelerate_configs/``.
@@ -15,6 +15,9 @@ This runs in one process; for several GPUs use ``accelerate launch examples/sft_
 from __future__ import annotations
 
 import argparse
+
+from .errors import UsageError
+from .quiet import silence_progress_bars
 
 
 def add_parser(subparsers) -> None:
@@ -58,6 +61,8 @@ def short_help() -> str:
     lines.append(f"  {'--config FILE':<34} a recipe: YAML whose keys are these options (examples/recipes/*.yaml)")
     for group in (ScriptArguments, ModelArguments):
         for spec in fields(group):
+            if spec.metadata.get("help", "").startswith("Deprecated"):
+                continue
             default = "" if spec.default is MISSING or spec.default is None else f" (default: {spec.default})"
             flag = "--" + spec.name.replace("_", "-")
             lines.append(f"  {flag:<34} {spec.metadata.get('help', '')}{default}")
@@ -67,6 +72,10 @@ def short_help() -> str:
         lines.append(f"  {'--' + name.replace('_', '-'):<34} {text}")
     lines.append(f"  {'--help-all':<34} every option, including all of TrainingArguments")
     return "\n".join(lines)
+
+
+def _raise_usage_error(message: str):
+    raise UsageError(message)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
     from robopoint_hf.training.trainer import main, make_parser
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    silence_progress_bars()
     parser = make_parser(prog="robopoint train")
+    parser.error = _raise_usage_error  # one line from main(), not TRL's usage block
     main(*parser.parse_args_and_config(args.train_args))
     return 0

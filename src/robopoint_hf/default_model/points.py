@@ -26,6 +26,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+DEFAULT_MAX_NEW_TOKENS = 256
+"""Longest answer, in tokens, wherever a RoboPoint answer is generated (pipeline, evaluation, served models).
+
+Decoding stops at the answer's closing ``]``; 256 tokens hold about twenty points, more than any RoboPoint answer,
+and bound a free-text answer that never closes (the original's 1024 let such answers run to ~2,700 characters).
+"""
+
 ANSWER_FORMAT_SUFFIX = (
     "Your answer should be formatted as a list of tuples, i.e. [(x1, y1), (x2, y2), ...], where each tuple contains "
     "the x and y coordinates of a point satisfying the conditions above. The coordinates should be between 0 and 1, "
@@ -342,6 +349,7 @@ def add_answer_format(instruction: str, sep: str = " ") -> str:
 
 __all__ = [
     "ANSWER_FORMAT_SUFFIX",
+    "DEFAULT_MAX_NEW_TOKENS",
     "ANSWER_REGEX",
     "Box",
     "ParsedAnswer",

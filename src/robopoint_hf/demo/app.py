@@ -37,6 +37,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -524,19 +525,25 @@ def launch_demo(
         quiet (`bool`, *optional*, defaults to `False`): do not print the URL.
     """
     theme = gr.themes.Default(font=_SYSTEM_FONTS, font_mono=_SYSTEM_MONO_FONTS)
-    _, local_url, _ = demo.launch(
+    # Gradio's own launch text advises `share=True` in `launch()` whenever it is off, which a command-line user
+    # turns on with --share; the URLs are printed here instead.
+    _, local_url, share_url = demo.launch(
         server_name=host,
         server_port=port,
         share=share,
         max_file_size=max_file_size,
-        prevent_thread_lock=prevent_thread_lock,
-        quiet=quiet,
+        prevent_thread_lock=True,
+        quiet=True,
         show_error=True,
         ssr_mode=False,
         run_history=False,
         mcp_server=False,
         theme=theme,
     )
+    if not quiet:
+        print(f"RoboPoint demo: {local_url}" + (f" (public: {share_url})" if share_url else ""), flush=True)
+    if not prevent_thread_lock:  # until Ctrl-C (a KeyboardInterrupt for the caller, which closes the demo)
+        threading.Event().wait()
     return local_url
 
 

@@ -33,6 +33,7 @@ from typing import Any
 from PIL import Image
 
 from robopoint_hf.inference.serving import build_messages, parse_response, response_text
+from robopoint_hf.model.points import DEFAULT_MAX_NEW_TOKENS
 
 from .answer_formats import ANSWER_FORMATS as ADAPTED_FORMATS
 from .runner import AnswerFn, instruction_of, question_seed
@@ -238,7 +239,7 @@ def request_params(
     *,
     temperature: float = 0.0,
     top_p: float | None = None,
-    max_new_tokens: int | None = 1024,
+    max_new_tokens: int | None = DEFAULT_MAX_NEW_TOKENS,
 ) -> dict[str, Any]:
     """OpenAI request parameters for the command line's decoding options (``temperature=0`` is greedy everywhere)."""
     if temperature < 0:

@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from robopoint_hf.model.points import DEFAULT_MAX_NEW_TOKENS
 from robopoint_hf.model.templates import IMAGE_PLACEHOLDER
 
 from .where2place import PROTOCOLS, Where2PlaceQuestion, Where2PlaceResult
@@ -427,13 +428,14 @@ def generation_kwargs(
     temperature: float = 0.0,
     top_p: float | None = None,
     num_beams: int = 1,
-    max_new_tokens: int | None = 1024,
+    max_new_tokens: int | None = DEFAULT_MAX_NEW_TOKENS,
 ) -> dict[str, Any]:
     """``generate`` arguments from the command-line decoding options.
 
     ``temperature=0`` is greedy (our default: deterministic and resumable to identical bytes). The original
     evaluation sampled unseeded with ``temperature=0.2`` (and HF's default top-k 50, no top-p) and hard-coded
-    ``max_new_tokens=1024``; ``temperature=0.2`` plus a seed reproduces that style, reproducibly.
+    ``max_new_tokens=1024``; ``temperature=0.2`` plus a seed reproduces that style, reproducibly. The default
+    length is `~robopoint_hf.model.points.DEFAULT_MAX_NEW_TOKENS`, the pipeline's.
     """
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")

@@ -1,6 +1,6 @@
 """RoboPoint behind an OpenAI-compatible server (vLLM, SGLang, TGI): build the request, read the points back.
 
-At scale, RoboPoint is served as the plain LLaVA export (``robopoint export ... --format llava``) by an engine's
+At scale, RoboPoint is served as the plain LLaVA export (``robopoint export ...``) by an engine's
 OpenAI-compatible ``/v1/chat/completions`` endpoint. Two things then have to match what the model was trained with
 and what ``pipeline("robopoint")`` does locally, and both are easy to get subtly wrong:
 

@@ -39,7 +39,7 @@ from transformers.pipelines import PIPELINE_REGISTRY
 from .decoding import AnswerLogitsProcessor, answer_decoding_kwargs
 from .image_processing_robopoint import load_image
 from .point_records import answer_records, item_scores, keep_top_points
-from .points import add_answer_format, parse_points
+from .points import DEFAULT_MAX_NEW_TOKENS, add_answer_format, parse_points
 from .templates import IMAGE_PLACEHOLDER
 
 TASK = "robopoint"
@@ -173,7 +173,7 @@ class RoboPointPipeline(Pipeline):
     _load_feature_extractor = False
     _load_tokenizer = False
     _pipeline_calls_generate = True
-    _default_generation_config = GenerationConfig(max_new_tokens=256)
+    _default_generation_config = GenerationConfig(max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

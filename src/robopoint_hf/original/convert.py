@@ -5,7 +5,7 @@ Two output formats, same weights:
 * ``robopoint`` (``robopoint convert``) -- ``RoboPointForConditionalGeneration``: config recording the prompt
   template the checkpoint was trained with, the model/processor code with ``auto_map`` (``trust_remote_code``
   users need no package), tokenizer, processor config, greedy generation config and a model card.
-* ``llava`` (``robopoint export --format llava``) -- a plain transformers LLaVA folder that
+* ``llava`` (``robopoint export``, i.e. ``robopoint convert --target llava``) -- a plain transformers LLaVA folder that
   ``LlavaForConditionalGeneration`` / ``AutoModelForImageTextToText``, ``pipeline("image-text-to-text")``, vLLM,
   SGLang and TGI load without remote code. Two adaptations keep its logits over the original 32000 tokens
   identical: the ``<image>`` token is added as id 32000 (llava-hf convention; native LLaVA embeds every input id, so
@@ -173,13 +173,24 @@ def _save_robopoint_files(checkpoint: OriginalCheckpoint, config, out: Path) -> 
     _generation_config(config).save_pretrained(out)
 
 
+def load_tokenizer(folder: str | os.PathLike, **kwargs):
+    """The tokenizer of a checkpoint folder, read from its tokenizer files alone.
+
+    ``AutoTokenizer`` otherwise also reads the folder's ``config.json``, which in an original checkpoint has the
+    ``llava_llama`` model type that transformers does not know: it only warns ("a model of type `llava_llama` to
+    instantiate a model of type ``", the `rope_scaling` deprecation) and learns nothing, since the tokenizer class
+    is named in ``tokenizer_config.json``. An empty config skips that read.
+    """
+    from transformers import AutoTokenizer, PretrainedConfig
+
+    return AutoTokenizer.from_pretrained(folder, config=PretrainedConfig(), **kwargs)
+
+
 def processor_for_original(checkpoint: OriginalCheckpoint, config):
     """The `RoboPointProcessor` of an original checkpoint: its tokenizer, its CLIP preprocessing, its template."""
-    from transformers import AutoTokenizer
-
     from robopoint_hf.model.processing_robopoint import RoboPointProcessor
 
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder(checkpoint))
+    tokenizer = load_tokenizer(tokenizer_folder(checkpoint))
     return RoboPointProcessor.from_model_config(tokenizer, config, **_image_processor_kwargs(checkpoint))
 
 
@@ -227,12 +238,12 @@ def llava_processor(
         do_pad (`bool`, *optional*, defaults to `True`): pad to a square with the CLIP mean colour first.
         **image_kwargs: ``size`` (defaults to 336), ``image_mean``, ``image_std``.
     """
-    from transformers import AutoTokenizer, LlavaProcessor
+    from transformers import LlavaProcessor
     from transformers.models.llava import LlavaImageProcessorPil
 
     # legacy=True: whole-string tokenization then puts a "▁" after `<image>` exactly like the original's chunk-wise
     # tokenizer_image_token (transformers 5 rebuilds the pre-tokenizer from this flag and does not save it).
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, legacy=True)
+    tokenizer = load_tokenizer(tokenizer_source, legacy=True)
     tokenizer.add_tokens([IMAGE_PLACEHOLDER], special_tokens=True)
     if tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER) != config.image_token_id:
         raise OriginalCheckpointError(
@@ -403,7 +414,7 @@ def convert_checkpoint(
         if target != "llava":
             raise OriginalCheckpointError(
                 f"{src} is not an original RoboPoint/LLaVA config: `robopoint convert` reads original checkpoints; "
-                "RoboPoint folders are exported with `robopoint export SRC OUT --format llava`."
+                "RoboPoint folders are exported with `robopoint export SRC --output-dir OUT`."
             )
         if json.loads((source_folder / "config.json").read_text()).get("model_type") != "robopoint":
             raise OriginalCheckpointError(

@@ -108,7 +108,7 @@ print(processor.batch_decode(ids[:, inputs["input_ids"].shape[1]:], skip_special
 # from robopoint_hf import RoboPointForConditionalGeneration, RoboPointProcessor
 ```
 
-A plain-LLaVA copy for engines without remote code: `robopoint export {repo_id} OUT --format llava`."""
+A plain-LLaVA copy for engines without remote code: `robopoint export {repo_id} --output-dir OUT`."""
     else:
         usage = f"""```python
 from PIL import Image

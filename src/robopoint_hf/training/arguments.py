@@ -6,6 +6,7 @@ trainer so that ``robopoint train --help`` can list them without importing torch
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 from robopoint_hf.checkpoints import CLIP_VIT_L_336
@@ -81,7 +82,10 @@ class ModelArguments:
         lora_dropout (`float`, *optional*, defaults to `0.05`): LoRA settings of the original scripts.
         lora_target_modules (`list[str]`, *optional*): projections of the LANGUAGE MODEL that get adapters
             (never the vision tower or the projector).
-        bits (`int`, *optional*): 4 (QLoRA, NF4) or 8: load the language model quantized; requires ``lora``.
+        load_in_4bit (`bool`, *optional*, defaults to `False`), load_in_8bit (`bool`, *optional*, defaults to
+            `False`): load the language model quantized (QLoRA: NF4; or LLM.int8), TRL ``ModelConfig``'s names;
+            requires ``lora``. After validation ``bits`` holds 4, 8 or `None` (``bits`` as an input is the previous
+            release's spelling, deprecated).
     """
 
     model: str | None = field(
@@ -111,8 +115,11 @@ class ModelArguments:
         default_factory=lambda: list(LORA_TARGET_MODULES),
         metadata={"help": "Language-model projections that get adapters."},
     )
+    load_in_4bit: bool = field(default=False, metadata={"help": "Load the language model in 4-bit NF4 (QLoRA)."})
+    load_in_8bit: bool = field(default=False, metadata={"help": "Load the language model in 8-bit (LLM.int8)."})
     bits: int | None = field(
-        default=None, metadata={"help": "Quantize the language model (QLoRA).", "choices": [4, 8, None]}
+        default=None,
+        metadata={"help": "Deprecated: use --load-in-4bit or --load-in-8bit.", "choices": [4, 8, None]},
     )
     freeze_vision_tower: bool = field(
         default=True,
@@ -126,8 +133,21 @@ class ModelArguments:
                 f"--vision-tower, --projector) for stage 2 from parts; got model={self.model!r}, "
                 f"language_model={self.language_model!r}."
             )
+        if self.bits is not None:
+            warnings.warn(
+                f"--bits {self.bits} is deprecated and will be removed in the next release; use --load-in-{self.bits}bit",
+                FutureWarning,
+                stacklevel=2,
+            )
+            self.load_in_4bit, self.load_in_8bit = (
+                self.load_in_4bit or self.bits == 4,
+                self.load_in_8bit or self.bits == 8,
+            )
+        if self.load_in_4bit and self.load_in_8bit:
+            raise ValueError("--load-in-4bit and --load-in-8bit exclude each other; give one.")
+        self.bits = 4 if self.load_in_4bit else 8 if self.load_in_8bit else None
         if self.bits is not None and not self.lora:
-            raise ValueError(f"--bits {self.bits} trains adapters on a quantized model and needs --lora.")
+            raise ValueError(f"--load-in-{self.bits}bit trains adapters on a quantized model and needs --lora.")
         if self.bits is not None and self.model is None:
             raise NotImplementedError(
                 "Quantized training from parts is not supported: assemble the model once with "

@@ -20,7 +20,7 @@ robopoint train --data robopoint_1432k.json --image-folder images --model BASE_O
     --output-dir runs/lora
 
 # QLoRA: 4-bit language model, LoRA on top
-robopoint train --data my_data.json --image-folder images --model ROBOPOINT --lora --bits 4 --output-dir runs/qlora
+robopoint train --data my_data.json --image-folder images --model ROBOPOINT --lora --load-in-4bit --output-dir runs/qlora
 ```
 
 What is trained, as in the original scripts: full fine-tuning trains the projector and the whole language model
@@ -75,6 +75,10 @@ class RoboPointSFTConfig(SFTConfig):
             *optional*, defaults to `1`), save_steps (`float`, *optional*, defaults to `500`), save_total_limit
             (`int`, *optional*, defaults to `1`): as in the original scripts.
         bf16 (`bool`, *optional*): defaults to `True` where bf16 is available (CUDA), `False` elsewhere.
+        activation_checkpointing (`bool`, *optional*, defaults to `True`): TRL's default, under the name
+            transformers 5 gives it (TRL's default sets the old name, on which transformers warns on every run);
+            ``gradient_checkpointing`` is accepted as its alias.
+        dataloader_pin_memory (`bool`, *optional*): `False` without CUDA (pinning only helps copies to a GPU).
         remove_unused_columns (`bool`, *optional*, defaults to `False`), dataset_kwargs (`dict`, *optional*,
             defaults to `{"skip_prepare_dataset": True}`): rows reach [`RoboPointDataCollator`] untouched.
 
@@ -104,6 +108,12 @@ class RoboPointSFTConfig(SFTConfig):
     save_steps: float = field(default=500, metadata={"help": "Checkpoint every N steps."})
     save_total_limit: int | None = field(default=1, metadata={"help": "Checkpoints kept."})
     bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision; default: where available."})
+    activation_checkpointing: bool | None = field(
+        default=None, metadata={"help": "Recompute activations to save memory (default: on, as TRL)."}
+    )
+    gradient_checkpointing: bool | None = field(
+        default=None, metadata={"help": "Old name of activation_checkpointing (transformers 5 renamed it)."}
+    )
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the rows' columns for the collator."})
     dataset_kwargs: dict[str, Any] | None = field(
         default_factory=lambda: {"skip_prepare_dataset": True}, metadata={"help": "Dataset preparation options."}
@@ -124,6 +134,13 @@ class RoboPointSFTConfig(SFTConfig):
     def __post_init__(self):
         if self.bf16 is None and not self.fp16:
             self.bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        if not torch.cuda.is_available():  # pinned host memory only speeds copies to a GPU; torch warns without one
+            self.dataloader_pin_memory = False
+        if self.activation_checkpointing is None:  # the old name is an alias here, not a deprecation to warn about
+            self.activation_checkpointing = (
+                True if self.gradient_checkpointing is None else self.gradient_checkpointing
+            )
+            self.gradient_checkpointing = None
         super().__post_init__()
 
 
