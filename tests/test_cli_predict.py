@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from test_pipeline_robopoint import TWO_POINTS, TWO_POINTS_PROBS, pointing_model
 
-from robopoint_hf.cli import main, predict
+from robopoint_hf.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -104,13 +104,6 @@ def test_counts_must_be_positive(model_folder, capsys):
     assert capsys.readouterr().err == (
         "robopoint predict: error: argument --max-points: must be a positive integer, got '0'\n"
     )
-
-
-def test_default_model_is_one_constant():
-    from robopoint_hf.checkpoints import DEFAULT_MODEL_DIR
-
-    assert predict.DEFAULT_MODEL == str(DEFAULT_MODEL_DIR)
-    assert predict.DEFAULT_DTYPES["cpu"] == "float32"
 
 
 def test_predict_loads_original_format_checkpoints():
