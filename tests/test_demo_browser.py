@@ -115,6 +115,9 @@ def test_page_shows_the_pipelines_points(served, page, tmp_path, monkeypatch):
     page.get_by_text("Generation").click()  # the accordion holding the generation options
     page.locator("#max-points input[type=number]").fill(str(MAX_POINTS))
     page.locator("#max-points input[type=number]").press("Enter")
+    page.wait_for_function(  # the slider took the value before the request is sent
+        "n => document.querySelector('#max-points input[type=range]')?.value === String(n)", arg=MAX_POINTS
+    )
     page.locator("#submit").click()
     for index in range(len(pipelines)):
         try:

@@ -27,6 +27,7 @@ from robopoint_hf.evaluation.endpoint import (
 from robopoint_hf.evaluation.runner import read_answer_lines
 from robopoint_hf.evaluation.where2place import load_questions
 from robopoint_hf.inference.serving import build_messages, parse_response
+from robopoint_hf.model.points import DEFAULT_MAX_NEW_TOKENS
 
 REAL = Path(__file__).parent / "fixtures" / "where2place_real"  # three real Where2Place items, ids 42, 99, 44
 TOKENS = "16"  # the random fixture model never stops early: every answer is exactly this many tokens
@@ -163,5 +164,5 @@ def test_answer_formats_are_looked_up_in_one_place():
     assert get_answer_format("molmo") is ANSWER_FORMATS["molmo"]
     with pytest.raises(ValueError, match="unknown answer format 'nope'; known: embodied-r1, gemini-er, molmo"):
         get_answer_format("nope")
-    assert request_params() == {"temperature": 0.0, "max_tokens": 1024}
+    assert request_params() == {"temperature": 0.0, "max_tokens": DEFAULT_MAX_NEW_TOKENS}
     assert request_params(temperature=0.2, top_p=0.9, max_new_tokens=None) == {"temperature": 0.2, "top_p": 0.9}

@@ -366,7 +366,7 @@ def test_uncached_hub_id_offline_fails_at_once_in_one_line(tmp_path):
     command = [sys.executable, "-m", "robopoint_hf.cli", "predict", "--model", "some-user/missing-id"]
     command += ["--image", str(IMAGE), "--instruction", "Point to the plate."]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 1
+    assert result.returncode == 2  # a user error: the model named does not exist here
     lines = [line for line in result.stderr.splitlines() if line.startswith("robopoint predict:")]
     assert len(lines) == 1 and "Traceback" not in result.stderr
     assert "'some-user/missing-id'" in lines[0] and "local folder" in lines[0] and "https://" not in lines[0]
