@@ -152,7 +152,11 @@ def test_llava_export_matches_original(checkpoint, model_base, mode, converted):
     folder = converted[checkpoint, "llava"]
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == "llava" and "auto_map" not in config
-    assert not list(folder.glob("*.py"))
+    from robopoint_hf.hub_checkpoint import remote_code_files
+
+    # The pipeline's code only (`pipeline(model=folder, trust_remote_code=True)`); the model stays native LLaVA.
+    assert sorted(path.name for path in folder.glob("*.py")) == [p.name for p in remote_code_files(pipeline_only=True)]
+    assert "modeling_robopoint.py" not in {path.name for path in folder.glob("*.py")}
     model = AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32)
     assert type(model) is LlavaForConditionalGeneration
     processor = AutoProcessor.from_pretrained(folder)

@@ -7,7 +7,8 @@ Producers (each writer of the package, over tiny models): ``robopoint convert``,
 ``AutoModel``, ``AutoModelForImageTextToText``, ``AutoProcessor``, ``AutoImageProcessor`` and
 ``pipeline(model=folder, trust_remote_code=True)`` without a task, whose points must equal the in-process
 ``pipeline("robopoint")``'s. Exports (``robopoint export``, from an original, a converted, a merged
-and a trained folder) are read by plain transformers classes, and batch on the left. ``convert`` is killed at several
+and a trained folder) are read by plain transformers classes without remote code, batch on the left, and give with
+``pipeline(model=folder, trust_remote_code=True)`` the points of the in-process pipeline on their source. ``convert`` is killed at several
 moments: OUT is then absent or complete.
 """
 
@@ -32,6 +33,7 @@ pytestmark = pytest.mark.slow
 IMAGE = ORIGINAL / "images" / "sink.jpg"
 INSTRUCTION = "Find a few spots within the vacant area on the rightmost white plate."
 MAX_NEW_TOKENS = 10
+EXPORT_PIPELINE_TOKENS = 40  # long enough for the tiny exports to answer with scored points
 
 
 def _merge_lora_source(root: Path, base: Path) -> Path:
@@ -104,11 +106,10 @@ for name, folder in folders.items():
               AutoModelForImageTextToText.from_pretrained(folder, **kwargs),
               AutoProcessor.from_pretrained(folder, **kwargs), AutoImageProcessor.from_pretrained(folder, **kwargs)]
     result = {{"classes": [type(item).__name__ for item in loaded], "modules": [type(item).__module__ for item in loaded]}}
-    if {remote}:
-        pipe = pipeline(model=folder, trust_remote_code=True, device="cpu")
-        result["task"] = pipe.task
-        result["points"] = pipe(image, {instruction!r}, max_new_tokens={max_new_tokens})
-    else:
+    pipe = pipeline(model=folder, trust_remote_code=True, device="cpu")
+    result["task"], result["pipeline_module"] = pipe.task, type(pipe).__module__
+    result["points"] = pipe(image, {instruction!r}, max_new_tokens={pipeline_tokens})
+    if not {remote}:
         import torch
         model, processor = loaded[2].eval(), loaded[3]
         prompt = processor.apply_chat_template(
@@ -130,6 +131,7 @@ def _consume(folders: dict[str, Path], remote: bool, cwd: Path) -> dict:
         remote=remote,
         instruction=INSTRUCTION,
         max_new_tokens=MAX_NEW_TOKENS,
+        pipeline_tokens=MAX_NEW_TOKENS if remote else EXPORT_PIPELINE_TOKENS,
     )
     return json.loads(run_without_robopoint_hf(code, cwd))
 
@@ -169,14 +171,18 @@ def test_folder_works_without_the_package(producer, produced, consumed):
     expected = pipeline("robopoint", model=str(folder), device="cpu")(
         Image.open(IMAGE), INSTRUCTION, max_new_tokens=MAX_NEW_TOKENS
     )
-    actual = result["points"]
+    _assert_same_points(result["points"], expected)
+    if producer == "default_model":
+        assert expected["points"], "the trained default model answers with points"
+
+
+def _assert_same_points(actual: dict, expected: dict) -> None:
+    """The pipeline's answer as read without the package equals the in-process one: text, points, scores."""
     assert actual["text"] == expected["text"] and actual["parse_failed"] == expected["parse_failed"]
     assert [(p["x"], p["y"], p["x_px"], p["y_px"]) for p in actual["points"]] == [
         (p["x"], p["y"], p["x_px"], p["y_px"]) for p in expected["points"]
     ]
     assert [p["score"] for p in actual["points"]] == pytest.approx([p["score"] for p in expected["points"]], rel=1e-5)
-    if producer == "default_model":
-        assert expected["points"], "the trained default model answers with points"
 
 
 def test_default_model_code_is_in_sync_with_the_package():
@@ -187,27 +193,35 @@ def test_default_model_code_is_in_sync_with_the_package():
 
 
 # ------------------------------------------------------------------------------------------------ plain LLaVA exports
-@pytest.fixture(scope="module")
-def exported(produced, tmp_path_factory) -> dict[str, Path]:
-    from robopoint_hf.original.convert import convert_checkpoint
-
-    root = tmp_path_factory.mktemp("exports")
-    sources = {
+def _export_sources(produced: dict[str, Path]) -> dict[str, Path]:
+    return {
         "original": ORIGINAL / "vicuna-mlp2x-full",
         "converted": produced["convert"],
         "merged": produced["merge_lora"],
         "trained": produced["train"],
     }
+
+
+@pytest.fixture(scope="module")
+def exported(produced, tmp_path_factory) -> dict[str, Path]:
+    from robopoint_hf.original.convert import convert_checkpoint
+
+    root = tmp_path_factory.mktemp("exports")
     return {
         name: convert_checkpoint(source, root / name, target="llava", verify=name != "original")
-        for name, source in sources.items()
+        for name, source in _export_sources(produced).items()
     }
 
 
-def test_exports_of_any_robopoint_folder_load_with_plain_transformers(exported, tmp_path):
+@pytest.fixture(scope="module")
+def exports_consumed(exported, tmp_path_factory) -> dict:
+    return _consume(exported, remote=False, cwd=tmp_path_factory.mktemp("export_consumer"))
+
+
+def test_exports_of_any_robopoint_folder_load_with_plain_transformers(exported, exports_consumed):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    results = _consume(exported, remote=False, cwd=tmp_path)
+    results = exports_consumed
     for name, folder in exported.items():
         assert results[name]["classes"] == [
             "LlavaConfig",
@@ -216,7 +230,8 @@ def test_exports_of_any_robopoint_folder_load_with_plain_transformers(exported, 
             "LlavaProcessor",
             "LlavaImageProcessorPil",
         ], name
-        assert not list(folder.glob("*.py")) and "auto_map" not in json.loads((folder / "config.json").read_text())
+        assert all(module.startswith("transformers.models.llava.") for module in results[name]["modules"]), name
+        assert "auto_map" not in json.loads((folder / "config.json").read_text())  # no remote code for the model
         model = AutoModelForImageTextToText.from_pretrained(folder).eval()
         processor = AutoProcessor.from_pretrained(folder)
         prompt = processor.apply_chat_template(
@@ -227,6 +242,41 @@ def test_exports_of_any_robopoint_folder_load_with_plain_transformers(exported, 
         with torch.no_grad():
             ids = model.generate(**inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False)
         assert results[name]["ids"] == ids[0, inputs["input_ids"].shape[1] :].tolist(), name
+
+
+@pytest.mark.parametrize("name", ["original", "converted", "merged", "trained"])
+def test_export_runs_the_robopoint_pipeline_without_a_task(name, produced, exported, exports_consumed):
+    """``pipeline(model=export, trust_remote_code=True)`` without the package gives the points of the in-process
+    ``pipeline("robopoint")`` on the export's source (for the original: its conversion, whose export is the same).
+
+    Native LLaVA loads every part in the config's dtype, so the source is compared at that dtype."""
+    from transformers import pipeline
+
+    from robopoint_hf.hub_checkpoint import (
+        HUB_PIPELINE_TASK,
+        check_complete,
+        remote_code_files,
+        stale_remote_code,
+    )
+
+    folder = exported[name]
+    check_complete(folder)
+    assert stale_remote_code(folder) == []
+    assert sorted(path.name for path in folder.glob("*.py")) == [
+        path.name for path in remote_code_files(pipeline_only=True)
+    ]
+    config = json.loads((folder / "config.json").read_text())
+    assert list(config["custom_pipelines"]) == [HUB_PIPELINE_TASK] and "auto_map" not in config
+    result = exports_consumed[name]
+    assert result["task"] == HUB_PIPELINE_TASK
+    assert result["pipeline_module"].startswith("transformers_modules.")
+    source = produced["convert"] if name == "original" else _export_sources(produced)[name]
+    expected = pipeline("robopoint", model=str(source), device="cpu", dtype=getattr(torch, config["dtype"]))(
+        Image.open(IMAGE), INSTRUCTION, max_new_tokens=EXPORT_PIPELINE_TOKENS
+    )
+    _assert_same_points(result["points"], expected)
+    if name == "converted":
+        assert expected["points"], "the comparison covers scored points"
 
 
 def test_export_of_a_converted_folder_equals_the_export_of_its_original(exported):

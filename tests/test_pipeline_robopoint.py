@@ -256,7 +256,8 @@ def test_bad_images_are_named(random_pipe, tmp_path):
         random_pipe(url, "Point.")
 
 
-def test_non_robopoint_models_are_rejected():
+def test_plain_llava_with_a_robopoint_processor_is_rejected():
+    """Plain LLaVA exports run with their own LlavaProcessor (tests/test_hub_contract.py); a mixed pair is refused."""
     from transformers import LlavaConfig, LlavaForConditionalGeneration
 
     config = LlavaConfig(
@@ -265,7 +266,7 @@ def test_non_robopoint_models_are_rejected():
             vocab_size=64, hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2
         ),
     )
-    with pytest.raises(ValueError, match="needs a RoboPoint model .* got 'llava'"):
+    with pytest.raises(ValueError, match="plain LLaVA model needs its own LlavaProcessor"):
         RoboPointPipeline(model=LlavaForConditionalGeneration(config), processor=tiny_processor(), device="cpu")
 
 

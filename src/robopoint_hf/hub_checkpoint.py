@@ -7,8 +7,10 @@ Three rules, each implemented once here and called by every writer (``robopoint 
   and the sibling modules they import relatively), an ``auto_map`` naming ``AutoConfig``, ``AutoModel``,
   ``AutoModelForImageTextToText``, ``AutoProcessor`` and ``AutoImageProcessor``, and a ``custom_pipelines`` entry
   (:data:`HUB_PIPELINE_TASK`), so that ``trust_remote_code=True`` users need no package and
-  ``pipeline(model=folder, trust_remote_code=True)`` finds its task offline. A plain LLaVA export carries no code
-  but a tokenizer that pads on the left (batched generation needs it).
+  ``pipeline(model=folder, trust_remote_code=True)`` finds its task offline. A plain LLaVA export carries only the
+  pipeline's code and ``custom_pipelines`` (no ``auto_map``: its model and processor stay the native LLaVA classes
+  that serving engines load without remote code) and a tokenizer that pads on the left (batched generation needs
+  it).
 * **Atomic** (:func:`staged_folder`): a folder is built in a hidden sibling ``.OUT.partial-*`` and renamed to OUT
   only once :func:`check_complete` accepts it; killed at any moment, OUT is absent or complete. A non-empty OUT is
   refused unless ``overwrite``.
@@ -79,15 +81,17 @@ def _reference(cls: type) -> str:
     return f"{cls.__module__.rsplit('.', 1)[-1]}.{cls.__name__}"
 
 
-def remote_code_files() -> list[Path]:
+def remote_code_files(pipeline_only: bool = False) -> list[Path]:
     """The package modules a RoboPoint folder carries: those defining its classes and every module they import
-    relatively (found by transformers' own reader of relative imports, the one remote-code loading uses)."""
+    relatively (found by transformers' own reader of relative imports, the one remote-code loading uses).
+    ``pipeline_only``: those of the pipeline alone, which a plain LLaVA export carries."""
     import inspect
 
     from transformers.dynamic_module_utils import get_relative_import_files
 
+    classes = _remote_classes()
     files: set[Path] = set()
-    for cls in _remote_classes().values():
+    for cls in [classes["pipeline"]] if pipeline_only else classes.values():
         module_file = Path(inspect.getfile(cls)).resolve()
         files.add(module_file)
         files.update(Path(path).resolve() for path in get_relative_import_files(str(module_file)))
@@ -133,7 +137,8 @@ def write_remote_code(folder: str | os.PathLike) -> list[Path]:
 
     RoboPoint folders (``model_type: "robopoint"`` and/or a ``RoboPointProcessor``): copies :func:`remote_code_files`
     and writes the complete ``auto_map`` (config, model, processor, image processor) and ``custom_pipelines``.
-    Plain LLaVA folders: the tokenizer pads on the left. Returns the files written or changed.
+    Plain LLaVA folders: copies the pipeline's code files and writes ``custom_pipelines`` only (no ``auto_map``), and
+    the tokenizer pads on the left. Returns the files written or changed.
     """
     folder = Path(folder)
     changed: list[Path] = []
@@ -152,15 +157,17 @@ def write_remote_code(folder: str | os.PathLike) -> list[Path]:
     processor_path = folder / PROCESSOR_FILE
     processor_class = _read_json(processor_path).get("processor_class") if processor_path.is_file() else None
     robopoint = model_type == "robopoint" or processor_class == "RoboPointProcessor"
-    if robopoint:
-        for source in remote_code_files():
+    llava = model_type == "llava" and not robopoint
+    if robopoint or llava:
+        for source in remote_code_files(pipeline_only=llava):
             target = folder / source.name
             if not target.is_file() or target.read_bytes() != source.read_bytes():
                 shutil.copyfile(source, target)
                 changed.append(target)
 
     def edit_config(data: dict) -> None:
-        data["auto_map"] = {**data.get("auto_map", {}), **model_auto_map()}
+        if not llava:
+            data["auto_map"] = {**data.get("auto_map", {}), **model_auto_map()}
         data["custom_pipelines"] = hub_custom_pipelines()
 
     def edit_processor(data: dict) -> None:
@@ -176,7 +183,7 @@ def write_remote_code(folder: str | os.PathLike) -> list[Path]:
         else:  # generation pads on the left; a plain transformers tokenizer otherwise pads on the right
             data["padding_side"] = "left"
 
-    if model_type == "robopoint":
+    if model_type in ("robopoint", "llava"):
         update(config_path, edit_config)
     if processor_class == "RoboPointProcessor":
         update(processor_path, edit_processor)
@@ -196,7 +203,7 @@ def stale_remote_code(folder: str | os.PathLike) -> list[str]:
 # ---------------------------------------------------------------------------------------------------- atomic folders
 def check_complete(folder: str | os.PathLike, processor: bool = True) -> None:
     """Raises :class:`CheckpointIncompleteError` unless ``folder`` holds a config, all weight shards, the code its
-    ``auto_map`` names and, for RoboPoint and LLaVA folders (unless ``processor=False``), a processor with its
+    ``auto_map`` and ``custom_pipelines`` name and, for RoboPoint and LLaVA folders (unless ``processor=False``), a processor with its
     tokenizer."""
     folder = Path(folder)
     missing: list[str] = []
@@ -214,9 +221,11 @@ def check_complete(folder: str | os.PathLike, processor: bool = True) -> None:
         missing += [name for name in (PROCESSOR_FILE, TOKENIZER_CONFIG_FILE) if not (folder / name).is_file()]
         if not any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer.model")):
             missing.append("tokenizer.json")
-    for reference in config.get("auto_map", {}).values():
+    references = [*config.get("auto_map", {}).values()]
+    references += [entry["impl"] for entry in config.get("custom_pipelines", {}).values() if "impl" in entry]
+    for reference in references:
         module = reference.split(".", 1)[0] + ".py"
-        if not (folder / module).is_file():
+        if not (folder / module).is_file() and module not in missing:
             missing.append(module)
     if missing:
         raise CheckpointIncompleteError(f"{folder} is not a complete checkpoint; missing: {', '.join(missing)}.")

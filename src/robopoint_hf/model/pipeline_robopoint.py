@@ -20,6 +20,11 @@ once per call: rows whose pixels equal an image already encoded in the same call
 (``model.encode_images`` + ``generate(image_features=...)``); ``pipe(image, [q1, ..., q5])`` decodes the questions
 in one batch whose common prefix (system prompt and image) is prefilled once (``generate(share_prefix=True)``).
 
+The plain LLaVA export of a RoboPoint folder (``robopoint export``: ``LlavaForConditionalGeneration`` with its
+``LlavaProcessor``) runs through the same stages: its chat template renders the prompt RoboPoint's processor renders,
+native ``generate`` takes the pixel values, and decoding, parsing and scores are the same (the export's extra
+``<image>`` row of the logits is suppressed by its generation config and blocked by the grammar).
+
 This module is copied next to the weights by ``RoboPointPipeline.save_pretrained`` (``custom_pipelines`` in
 config.json), so it imports only torch, transformers and relative siblings that themselves import only
 numpy/PIL/transformers (``.points``, ``.image_processing_robopoint``, ``.decoding``, which imports its optional
@@ -116,8 +121,9 @@ class RoboPointPipeline(Pipeline):
     Load with ``pipeline("robopoint", model=folder)`` once ``robopoint_hf`` is imported, or
     ``pipeline(model=folder, trust_remote_code=True)`` without the package: every folder the package writes declares
     this pipeline in ``custom_pipelines`` (under its own task name, so that the package's ``"robopoint"`` task is
-    not sent to the folder's code; see `robopoint_hf.hub_checkpoint`). The model must be a RoboPoint model (``model_type="robopoint"``); plain LLaVA exports work
-    with ``pipeline("image-text-to-text")`` instead.
+    not sent to the folder's code; see `robopoint_hf.hub_checkpoint`). The model is a RoboPoint model
+    (``model_type="robopoint"``) or its plain LLaVA export (``model_type="llava"``, with the export's
+    ``LlavaProcessor``), whose folders declare this pipeline too.
 
     Call arguments (at construction, as defaults, or per call):
 
@@ -178,13 +184,20 @@ class RoboPointPipeline(Pipeline):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         model_type = self.model.config.model_type
-        if model_type != "robopoint":
+        if model_type not in ("robopoint", "llava"):
             raise ValueError(
-                f"pipeline('robopoint') needs a RoboPoint model (model_type 'robopoint'), got {model_type!r}; "
-                "use pipeline('image-text-to-text') for plain LLaVA exports."
+                f"pipeline('robopoint') needs a RoboPoint model (model_type 'robopoint') or its plain LLaVA export "
+                f"(model_type 'llava'), got {model_type!r}."
             )
         if self.processor is None:
             raise ValueError("pipeline('robopoint') needs the checkpoint's processor; pass processor=...")
+        # A native LLaVA model takes pixel values in `generate` and a prompt rendered by its processor's chat template.
+        self._native_llava = model_type == "llava"
+        if self._native_llava and type(self.processor).__name__ == "RoboPointProcessor":
+            raise ValueError(
+                "A plain LLaVA model needs its own LlavaProcessor (the one its export folder holds), not a "
+                "RoboPointProcessor, whose image tokens it does not expand."
+            )
         # (pixel_values row, projected features) of the images encoded during the current call.
         self._encoded_images: list[tuple[torch.Tensor, torch.Tensor]] = []
 
@@ -284,6 +297,11 @@ class RoboPointPipeline(Pipeline):
         if answer_format and IMAGE_PLACEHOLDER not in instruction:
             instruction = add_answer_format(instruction)
         image = load_image(inputs["image"])  # names the file or URL it cannot read
+        if self._native_llava and IMAGE_PLACEHOLDER not in instruction:
+            instruction = self.processor.apply_chat_template(
+                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}],
+                add_generation_prompt=True,
+            )
         model_inputs = self.processor(images=image, text=instruction, return_tensors="pt")
         return {
             "input_ids": model_inputs["input_ids"],
@@ -316,13 +334,14 @@ class RoboPointPipeline(Pipeline):
             keep_unmasked_scores=True,
             generate_kwargs=generate_kwargs,
         )
-        features = self._image_features(model_inputs["pixel_values"])
+        if self._native_llava:
+            image_kwargs = {"pixel_values": model_inputs["pixel_values"]}
+        else:
+            features = self._image_features(model_inputs["pixel_values"])
+            share_prefix = len(features) > 1 and all(torch.equal(features[0], row) for row in features[1:])
+            image_kwargs = {"image_features": features, "share_prefix": share_prefix}
         outputs = self.model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            image_features=features,
-            share_prefix=len(features) > 1 and all(torch.equal(features[0], row) for row in features[1:]),
-            **generate_kwargs,
+            input_ids=input_ids, attention_mask=attention_mask, **image_kwargs, **generate_kwargs
         )
         new_tokens = outputs.sequences[:, input_ids.shape[1] :]
         mask = [p for p in generate_kwargs.get("logits_processor") or [] if isinstance(p, AnswerLogitsProcessor)]
