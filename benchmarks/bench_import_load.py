@@ -67,7 +67,7 @@ def build_folders(root: Path) -> tuple[Path, Path]:
     model = random_robopoint(VISION, TEXT, projector_type="mlp2x_gelu")
     ours = root / "robopoint"
     model.save_pretrained(ours)
-    processor_from_components(str(TOKENIZER), model.config.vision_config, "vicuna_v1").save_pretrained(ours)
+    processor_from_components(str(TOKENIZER), model.config).save_pretrained(ours)
     llava = root / "llava"
     convert_checkpoint(ours, llava, target="llava")
     return ours, llava
