@@ -10,48 +10,80 @@ Examples::
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, field
 
 from robopoint_hf.dtypes import DTYPE_CHOICES
 from robopoint_hf.model.templates import TEMPLATE_NAMES
 
-from .options import add_output_dir_arguments, output_dir
+from .options import add_dataclass_arguments, add_output_dir_arguments, output_dir
 from .quiet import silence_progress_bars
 
 CONVERSION_TARGETS = ("robopoint", "llava")
 """``--target`` of ``convert`` (Python: ``convert_checkpoint(target=...)``); ``export`` is ``--target llava``."""
 
 
-def add_conversion_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments shared by `convert` and `export`."""
+def _shard_size(size: str) -> int | str:
+    return int(size) if size.isdigit() else size
+
+
+@dataclass
+class ConvertArguments:
+    """The options of ``convert`` (``export`` takes all but ``target``); SRC stays a positional argument."""
+
+    model_base: str | None = field(
+        default=None, metadata={"help": "Base language model of LoRA / projector-only checkpoints."}
+    )
+    vision_tower: str | None = field(
+        default=None,
+        metadata={
+            "help": "CLIP folder or Hub id; default: the checkpoint's mm_vision_tower, from the local Hub cache or a "
+            "folder relative to the CWD or to SRC's parent."
+        },
+    )
+    dtype: str | None = field(
+        default=None,
+        metadata={
+            "help": "One dtype for every saved weight (default: vision tower and projector in float32, the language "
+            "model in SRC's dtype, as the original's default inference).",
+            "choices": DTYPE_CHOICES,
+        },
+    )
+    prompt_template: str | None = field(
+        default=None,
+        metadata={
+            "help": "Template to record (default: the one the checkpoint was trained with, vicuna_v1).",
+            "choices": TEMPLATE_NAMES,
+        },
+    )
+    max_shard_size: int | str = field(
+        default="5GB",
+        metadata={
+            "help": "Largest output shard: bytes, or a size in KB, MB, GB, TB (default: 5GB).",
+            "type": _shard_size,
+        },
+    )
+    verify: bool = field(
+        default=False,
+        metadata={"help": "Reload OUT and compare logits with SRC on a probe.", "action": "store_true"},
+    )
+    target: str = field(
+        default="robopoint",
+        metadata={
+            "help": "robopoint: a RoboPoint folder (remote code); llava: a plain transformers LLaVA folder, the same "
+            "as `robopoint export` (default: %(default)s)",
+            "choices": CONVERSION_TARGETS,
+        },
+    )
+
+
+def add_conversion_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
+    """Arguments shared by `convert` and `export` (``exclude``: the fields a verb does not take)."""
     parser.add_argument(
         "src",
         help="Original-format checkpoint: local folder or Hub id (full, LoRA or projector); export also reads any "
         "RoboPoint folder (converted, merged, trained).",
     )
-    parser.add_argument("--model-base", help="Base language model of LoRA / projector-only checkpoints.")
-    parser.add_argument(
-        "--vision-tower",
-        help="CLIP folder or Hub id; default: the checkpoint's mm_vision_tower, from the local Hub cache or a "
-        "folder relative to the CWD or to SRC's parent.",
-    )
-    parser.add_argument(
-        "--dtype",
-        choices=DTYPE_CHOICES,
-        help="One dtype for every saved weight (default: vision tower and projector in float32, the language model "
-        "in SRC's dtype, as the original's default inference).",
-    )
-    parser.add_argument(
-        "--prompt-template",
-        choices=TEMPLATE_NAMES,
-        help="Template to record (default: the one the checkpoint was trained with, vicuna_v1).",
-    )
-    parser.add_argument(
-        "--max-shard-size",
-        default="5GB",
-        type=lambda size: int(size) if size.isdigit() else size,
-        help="Largest output shard: bytes, or a size in KB, MB, GB, TB (default: 5GB).",
-    )
-    parser.add_argument("--verify", action="store_true", help="Reload OUT and compare logits with SRC on a probe.")
+    add_dataclass_arguments(parser, ConvertArguments, exclude=exclude)
     add_output_dir_arguments(parser)
 
 
@@ -63,13 +95,6 @@ def add_parser(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_conversion_arguments(parser)
-    parser.add_argument(
-        "--target",
-        choices=CONVERSION_TARGETS,
-        default="robopoint",
-        help="robopoint: a RoboPoint folder (remote code); llava: a plain transformers LLaVA folder, the same as "
-        "`robopoint export` (default: %(default)s)",
-    )
     parser.set_defaults(func=run)
 
 

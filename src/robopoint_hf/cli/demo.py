@@ -26,14 +26,41 @@ import ipaddress
 import os
 import signal
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 from robopoint_hf.demo import DEFAULT_HOST, DEFAULT_MAX_FILE_SIZE, DEFAULT_PORT
 
 from .errors import UsageError
+from .options import add_dataclass_arguments
 from .predict import DEFAULT_MODEL, add_loading_arguments, quantization_bits
 from .quiet import silence_progress_bars
 
-__all__ = ["add_parser", "parse_model_specs", "run"]
+__all__ = ["DemoArguments", "add_parser", "parse_model_specs", "run"]
+
+
+@dataclass
+class DemoArguments:
+    """The options of ``demo``; ``--model`` is repeatable here (one column each), so it replaces the shared one."""
+
+    model: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "PATH[@cpu|cuda|cuda:N|mps|auto] or http://HOST:PORT/v1[#SERVED_NAME]; repeat for side-by-side "
+            "models" + (f" (default: {DEFAULT_MODEL})" if DEFAULT_MODEL else " (at least one required)"),
+            "action": "append",
+            "metavar": "[LABEL=]SOURCE",
+        },
+    )
+    host: str = field(default=DEFAULT_HOST, metadata={"help": f"interface to listen on (default: {DEFAULT_HOST})"})
+    port: int = field(default=DEFAULT_PORT, metadata={"help": f"port (default: {DEFAULT_PORT})"})
+    share: bool = field(
+        default=False,
+        metadata={"help": "also open a public gradio.live link (needs internet)", "action": "store_true"},
+    )
+    max_file_size: str = field(
+        default=DEFAULT_MAX_FILE_SIZE,
+        metadata={"help": f"largest upload, e.g. 5mb (default: {DEFAULT_MAX_FILE_SIZE})", "metavar": "SIZE"},
+    )
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -44,22 +71,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--model",
-        action="append",
-        metavar="[LABEL=]SOURCE",
-        help="PATH[@cpu|cuda|cuda:N|mps|auto] or http://HOST:PORT/v1[#SERVED_NAME]; repeat for side-by-side models"
-        + (f" (default: {DEFAULT_MODEL})" if DEFAULT_MODEL else " (at least one required)"),
-    )
-    parser.add_argument("--host", default=DEFAULT_HOST, help=f"interface to listen on (default: {DEFAULT_HOST})")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
-    parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs internet)")
-    parser.add_argument(
-        "--max-file-size",
-        default=DEFAULT_MAX_FILE_SIZE,
-        metavar="SIZE",
-        help=f"largest upload, e.g. 5mb (default: {DEFAULT_MAX_FILE_SIZE})",
-    )
+    add_dataclass_arguments(parser, DemoArguments)
     add_loading_arguments(parser, exclude=("model",))  # --model is repeatable here: one column each
     parser.set_defaults(func=run)
     return parser

@@ -37,8 +37,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass, field
 
 from robopoint_hf.dtypes import DEFAULT_DTYPES
+from robopoint_hf.evaluation.answer_formats import ANSWER_FORMATS
+from robopoint_hf.evaluation.benchmarks import BENCHMARKS
+from robopoint_hf.evaluation.endpoint import DEFAULT_CONCURRENCY, DEFAULT_MAX_RETRIES, DEFAULT_REQUEST_TIMEOUT
+from robopoint_hf.evaluation.leaderboard import ALL_PROTOCOLS as PROTOCOLS
 from robopoint_hf.model.points import DEFAULT_MAX_NEW_TOKENS
 from robopoint_hf.model.templates import TEMPLATE_NAMES
 
@@ -47,87 +52,169 @@ from .options import GenerationOptions, add_dataclass_arguments, positive_int
 from .predict import DEFAULT_MODEL, add_loading_arguments, quantization_bits
 from .quiet import silence_progress_bars
 
-__all__ = ["add_parser", "run", "run_score", "run_where2place"]
+__all__ = [
+    "EvalEndpointArguments",
+    "EvalRunArguments",
+    "EvalScoreArguments",
+    "EvalScoringArguments",
+    "add_parser",
+    "run",
+    "run_score",
+    "run_where2place",
+]
 
 DEFAULT_PROTOCOLS = ("strict", "original")
 
 
-def _add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
-    from robopoint_hf.evaluation.answer_formats import ANSWER_FORMATS
-    from robopoint_hf.evaluation.benchmarks import BENCHMARKS
-    from robopoint_hf.evaluation.leaderboard import ALL_PROTOCOLS as PROTOCOLS
+def _question_ids(text: str) -> list[str]:
+    ids = [part.strip() for part in text.split(",") if part.strip()]
+    if not ids:
+        raise argparse.ArgumentTypeError(f"expected comma-separated question ids, got {text!r}")
+    return ids
 
-    parser.add_argument("--data-dir", required=True, help="benchmark folder, in the benchmark's own published layout")
-    parser.add_argument(
-        "--benchmark",
-        choices=BENCHMARKS,
-        help="which benchmark --data-dir holds (default: detected from its layout)",
+
+@dataclass(kw_only=True)
+class EvalScoringArguments:
+    """How ``eval where2place`` and ``eval score`` read a benchmark and report its scores."""
+
+    data_dir: str = field(metadata={"help": "benchmark folder, in the benchmark's own published layout"})
+    benchmark: str | None = field(
+        default=None,
+        metadata={
+            "help": "which benchmark --data-dir holds (default: detected from its layout)",
+            "choices": BENCHMARKS,
+        },
     )
-    parser.add_argument(
-        "--split",
-        help="RefSpatial-Bench: location, placement or unseen (default: all); RoboAfford-Eval: normxy or absxy",
+    split: str | None = field(
+        default=None,
+        metadata={
+            "help": "RefSpatial-Bench: location, placement or unseen (default: all); RoboAfford-Eval: normxy or absxy"
+        },
     )
-    parser.add_argument(
-        "--answer-format",
-        choices=ANSWER_FORMATS,
+    answer_format: str = field(
         default="robopoint",
-        help="how the answers write points (default: %(default)s)",
+        metadata={"help": "how the answers write points (default: %(default)s)", "choices": ANSWER_FORMATS},
     )
-    parser.add_argument(
-        "--question-file",
+    question_file: str = field(
         default="point_questions.jsonl",
-        help="question file inside --data-dir (default: %(default)s)",
+        metadata={"help": "question file inside --data-dir (default: %(default)s)"},
     )
-    parser.add_argument(
-        "--protocols",
-        nargs="+",
-        choices=PROTOCOLS,
-        default=list(DEFAULT_PROTOCOLS),
-        metavar="PROTOCOL",
-        help=f"scoring protocols to report, of {', '.join(PROTOCOLS)} (default: strict original)",
+    protocols: list[str] = field(
+        default_factory=lambda: list(DEFAULT_PROTOCOLS),
+        metadata={
+            "help": f"scoring protocols to report, of {', '.join(PROTOCOLS)} (default: strict original)",
+            "choices": PROTOCOLS,
+            "metavar": "PROTOCOL",
+        },
     )
-    parser.add_argument("--visualize", metavar="OUT_DIR", help="write one PNG per question and summary.png here")
-    parser.add_argument(
-        "--json", "--save-scores", dest="json", metavar="FILE", help="write every score (per question too) here"
+    visualize: str | None = field(
+        default=None,
+        metadata={"help": "write one PNG per question and summary.png here", "metavar": "OUT_DIR"},
     )
-    parser.add_argument(
-        "--leaderboard", metavar="OUT_DIR", help="write leaderboard.md/.csv/.json (per category, bootstrap 95%% CI)"
+    json: str | None = field(
+        default=None,
+        metadata={
+            "help": "write every score (per question too) here",
+            "metavar": "FILE",
+            "aliases": ("--save-scores",),
+        },
     )
-    parser.add_argument(
-        "--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals (default: %(default)s)"
+    leaderboard: str | None = field(
+        default=None,
+        metadata={
+            "help": "write leaderboard.md/.csv/.json (per category, bootstrap 95%% CI)",
+            "metavar": "OUT_DIR",
+        },
     )
-    parser.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap (default: 0)")
+    bootstrap: int = field(
+        default=1000, metadata={"help": "bootstrap resamples for the intervals (default: %(default)s)"}
+    )
+    bootstrap_seed: int = field(default=0, metadata={"help": "seed of the bootstrap (default: 0)"})
 
 
-def _add_endpoint_arguments(parser: argparse.ArgumentParser) -> None:
-    from robopoint_hf.evaluation.endpoint import (
-        DEFAULT_CONCURRENCY,
-        DEFAULT_MAX_RETRIES,
-        DEFAULT_REQUEST_TIMEOUT,
+@dataclass(kw_only=True)
+class EvalRunArguments:
+    """The options of ``eval where2place`` alone (model loading, generation and scoring are shared groups)."""
+
+    output: str = field(metadata={"help": "answer file (JSON lines); an existing one is resumed"})
+    batch_size: int = field(
+        default=1, metadata={"help": "questions per generate call (default: 1)", "type": positive_int}
+    )
+    temperature: float = field(
+        default=0.0, metadata={"help": "0 = greedy (default); the original used 0.2 (sampling)"}
+    )
+    top_p: float | None = field(default=None, metadata={"help": "nucleus sampling (with --temperature > 0)"})
+    num_beams: int = field(default=1, metadata={"help": "beam search width (default: 1)", "type": positive_int})
+    seed: int | None = field(
+        default=None, metadata={"help": "seed for sampling (each batch: seed + crc32 of its first question id)"}
+    )
+    prompt_template: str | None = field(
+        default=None,
+        metadata={
+            "help": "override the checkpoint's prompt template; the published numbers used llava_v1 (default: "
+            "checkpoint's)",
+            "choices": TEMPLATE_NAMES,
+        },
+    )
+    limit: int | None = field(
+        default=None,
+        metadata={"help": "answer only the first N questions (in file order)", "type": positive_int, "metavar": "N"},
+    )
+    question_ids: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "answer only these questions (comma-separated question_id values)",
+            "type": _question_ids,
+            "metavar": "ID[,ID...]",
+        },
+    )
+    model_id: str | None = field(
+        default=None, metadata={"help": "model_id written into the answer file (default: the model's folder name)"}
+    )
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "delete an existing answer file instead of resuming", "action": "store_true"},
     )
 
-    group = parser.add_argument_group("served model (instead of --model)")
-    group.add_argument("--endpoint", metavar="URL", help="OpenAI-compatible API base, e.g. http://127.0.0.1:8000/v1")
-    group.add_argument("--endpoint-model", metavar="NAME", help="served model name (default: the server's only one)")
-    group.add_argument(
-        "--concurrency",
-        type=positive_int,
+
+@dataclass
+class EvalEndpointArguments:
+    """A served model that ``eval where2place`` asks instead of loading ``--model``."""
+
+    endpoint: str | None = field(
+        default=None,
+        metadata={"help": "OpenAI-compatible API base, e.g. http://127.0.0.1:8000/v1", "metavar": "URL"},
+    )
+    endpoint_model: str | None = field(
+        default=None, metadata={"help": "served model name (default: the server's only one)", "metavar": "NAME"}
+    )
+    concurrency: int = field(
         default=DEFAULT_CONCURRENCY,
-        help="requests in flight; answers are saved every this many questions (default: %(default)s)",
+        metadata={
+            "help": "requests in flight; answers are saved every this many questions (default: %(default)s)",
+            "type": positive_int,
+        },
     )
-    group.add_argument(
-        "--max-retries",
-        type=int,
+    max_retries: int = field(
         default=DEFAULT_MAX_RETRIES,
-        help="retries of a request that failed transiently (connection, timeout, HTTP 408/429/5xx) (default: 5)",
+        metadata={
+            "help": "retries of a request that failed transiently (connection, timeout, HTTP 408/429/5xx) "
+            "(default: 5)",
+            "type": int,
+        },
     )
-    group.add_argument(
-        "--request-timeout",
-        type=float,
+    request_timeout: float = field(
         default=DEFAULT_REQUEST_TIMEOUT,
-        metavar="SECONDS",
-        help="longest one request may take (default: %(default)s)",
+        metadata={"help": "longest one request may take (default: %(default)s)", "metavar": "SECONDS"},
     )
+
+
+@dataclass(kw_only=True)
+class EvalScoreArguments:
+    """The options of ``eval score`` alone (the benchmark and report options are :class:`EvalScoringArguments`)."""
+
+    answers: list[str] = field(metadata={"help": "answer files, one per model", "metavar": "JSONL"})
+    labels: list[str] | None = field(default=None, metadata={"help": "a name per answer file (default: file names)"})
 
 
 def select_questions(questions: list, args: argparse.Namespace) -> list:
@@ -143,13 +230,6 @@ def select_questions(questions: list, args: argparse.Namespace) -> list:
         wanted = set(args.question_ids)
         questions = [q for q in questions if str(q.question_id) in wanted]
     return questions[: args.limit] if args.limit else questions
-
-
-def _question_ids(text: str) -> list[str]:
-    ids = [part.strip() for part in text.split(",") if part.strip()]
-    if not ids:
-        raise argparse.ArgumentTypeError(f"expected comma-separated question ids, got {text!r}")
-    return ids
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -179,22 +259,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "device": "default: the process's accelerate device",
         },
     )
-    answer.add_argument("--output", required=True, help="answer file (JSON lines); an existing one is resumed")
-    _add_scoring_arguments(answer)
-    answer.add_argument("--batch-size", type=positive_int, default=1, help="questions per generate call (default: 1)")
-    answer.add_argument(
-        "--temperature", type=float, default=0.0, help="0 = greedy (default); the original used 0.2 (sampling)"
-    )
-    answer.add_argument("--top-p", type=float, help="nucleus sampling (with --temperature > 0)")
-    answer.add_argument("--num-beams", type=positive_int, default=1, help="beam search width (default: 1)")
-    answer.add_argument(
-        "--seed", type=int, help="seed for sampling (each batch: seed + crc32 of its first question id)"
-    )
-    answer.add_argument(
-        "--prompt-template",
-        choices=TEMPLATE_NAMES,
-        help="override the checkpoint's prompt template; the published numbers used llava_v1 (default: checkpoint's)",
-    )
+    add_dataclass_arguments(answer, EvalRunArguments)
+    add_dataclass_arguments(answer, EvalScoringArguments)
     add_dataclass_arguments(
         answer,
         GenerationOptions,
@@ -208,18 +274,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         },
         deprecated={"format_instruction": ("--add-answer-format",)},
     )
-    answer.add_argument(
-        "--limit", type=positive_int, metavar="N", help="answer only the first N questions (in file order)"
-    )
-    answer.add_argument(
-        "--question-ids",
-        type=_question_ids,
-        metavar="ID[,ID...]",
-        help="answer only these questions (comma-separated question_id values)",
-    )
-    answer.add_argument("--model-id", help="model_id written into the answer file (default: the model's folder name)")
-    answer.add_argument("--overwrite", action="store_true", help="delete an existing answer file instead of resuming")
-    _add_endpoint_arguments(answer)
+    add_dataclass_arguments(answer.add_argument_group("served model (instead of --model)"), EvalEndpointArguments)
 
     score = verbs.add_parser(
         "score",
@@ -227,9 +282,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    score.add_argument("--answers", nargs="+", required=True, metavar="JSONL", help="answer files, one per model")
-    score.add_argument("--labels", nargs="+", help="a name per answer file (default: file names)")
-    _add_scoring_arguments(score)
+    add_dataclass_arguments(score, EvalScoreArguments)
+    add_dataclass_arguments(score, EvalScoringArguments)
     return parser
 
 

@@ -30,7 +30,7 @@ def add_parser(subparsers) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_conversion_arguments(parser)
+    add_conversion_arguments(parser, exclude=("target",))
     parser.add_argument(
         "--format", dest="target", action=DeprecatedAlias, new_flag="(nothing: export always writes llava)",
         takes_value=True, help=argparse.SUPPRESS,

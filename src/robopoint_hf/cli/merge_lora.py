@@ -17,11 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from robopoint_hf.dtypes import DTYPE_CHOICES, torch_dtype
 
-from .options import add_output_dir_arguments, output_dir
+from .options import add_dataclass_arguments, add_output_dir_arguments, output_dir
 from .quiet import silence_progress_bars
 
 
@@ -83,6 +84,16 @@ def merge_lora(
     return save_checkpoint(out, merged, processor, overwrite=overwrite)
 
 
+@dataclass
+class MergeLoraArguments:
+    """The options of ``merge-lora``; ADAPTER stays a positional argument."""
+
+    model_base: str | None = field(
+        default=None, metadata={"help": "RoboPoint checkpoint the adapter was trained on (default: recorded)."}
+    )
+    dtype: str = field(default="auto", metadata={"help": "Saved dtype.", "choices": ("auto", *DTYPE_CHOICES)})
+
+
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "merge-lora",
@@ -91,8 +102,7 @@ def add_parser(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("adapter", help="Adapter folder (output of `robopoint train --lora`).")
-    parser.add_argument("--model-base", help="RoboPoint checkpoint the adapter was trained on (default: recorded).")
-    parser.add_argument("--dtype", default="auto", choices=("auto", *DTYPE_CHOICES), help="Saved dtype.")
+    add_dataclass_arguments(parser, MergeLoraArguments)
     add_output_dir_arguments(parser, what="folder of the merged checkpoint")
     parser.set_defaults(func=run)
 

@@ -123,6 +123,18 @@ def _base_type(annotation) -> type:
     return next((hint for hint in hints if hint is not type(None)), str)
 
 
+_PASSTHROUGH = ("action", "type", "nargs", "metavar", "required")
+"""Metadata keys handed to ``add_argument`` as they are (as ``HfArgumentParser`` does with a field's metadata)."""
+
+
+def _field_default(spec: dataclasses.Field):
+    if spec.default is not dataclasses.MISSING:
+        return spec.default
+    if spec.default_factory is not dataclasses.MISSING:
+        return spec.default_factory()
+    return dataclasses.MISSING
+
+
 def add_dataclass_arguments(
     parser: argparse.ArgumentParser | argparse._ArgumentGroup,
     options: type,
@@ -134,9 +146,13 @@ def add_dataclass_arguments(
 ) -> None:
     """Adds one option per field of the dataclass ``options`` (``HfArgumentParser``'s rules, see the module doc).
 
-    ``defaults`` and ``helps`` override a field's default and help for this verb (e.g. a default that differs by
-    verb, documented in the README's Options table); ``exclude`` leaves fields out; ``deprecated`` adds this verb's
-    old spellings of a field (hidden, with a one-line deprecation).
+    A field without default is required, a ``list[X]`` field takes ``nargs="+"`` values of type ``X``, metadata
+    ``aliases`` are further spellings, and the argparse keys ``action``, ``type``, ``nargs``, ``metavar`` and
+    ``required`` in the metadata are passed to ``add_argument`` as they are (e.g. ``action="store_true"`` for a flag
+    without ``--no-`` form, ``type=`` for a parser of a structured value). ``defaults`` and ``helps`` override a
+    field's default and help for this verb (e.g. a default that differs by verb, documented in the README's
+    Options table); ``exclude`` leaves fields out; ``deprecated`` adds this verb's old spellings of a field (hidden,
+    with a one-line deprecation).
     """
     hints = typing.get_type_hints(options)
     defaults, helps = defaults or {}, helps or {}
@@ -144,27 +160,39 @@ def add_dataclass_arguments(
         if spec.name in exclude:
             continue
         meta = spec.metadata
-        default = defaults.get(spec.name, spec.default)
+        default = defaults.get(spec.name, _field_default(spec))
         text = helps.get(spec.name, meta.get("help", ""))
         kind = _base_type(hints[spec.name])
-        flags = _flags(spec.name)
-        if kind is bool:
-            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, default=default, help=text)
+        spellings = _flags(spec.name)
+        flags = [spellings[0], *meta.get("aliases", ())]
+        passthrough = {key: meta[key] for key in _PASSTHROUGH if key in meta}
+        if kind is bool and "action" not in passthrough:
+            parser.add_argument(
+                *spellings, *flags[1:], action=argparse.BooleanOptionalAction, default=default, help=text
+            )
             for old in meta.get("deprecated_negative", ()):
                 parser.add_argument(
                     old, dest=spec.name, action=DeprecatedAlias, new_flag=f"--no-{spec.name.replace('_', '-')}",
                     value=False, help=argparse.SUPPRESS,
                 )  # fmt: skip
         else:
-            convert = positive_int if kind is int and spec.name.startswith("max_") else kind
-            parser.add_argument(
-                *flags,
-                type=convert,
-                default=default,
-                choices=meta.get("choices"),
-                help=text,
-                metavar=meta.get("metavar"),
-            )
+            kwargs: dict = {"help": text}
+            if default is dataclasses.MISSING:
+                kwargs["required"] = True
+            else:
+                kwargs["default"] = default
+            if meta.get("choices") is not None:
+                kwargs["choices"] = meta["choices"]
+            if "action" not in passthrough and "type" not in passthrough:
+                if typing.get_origin(kind) is list:
+                    kind = typing.get_args(kind)[0]
+                    kwargs["nargs"] = "+"
+                kwargs["type"] = positive_int if kind is int and spec.name.startswith("max_") else kind
+            kwargs.update(passthrough)
+            parser.add_argument(*flags, dest=spec.name, **kwargs)
+            if len(spellings) > 1 and not kwargs.get("required"):
+                # The underscore spelling is accepted but not shown, so that help and errors name the flag once.
+                parser.add_argument(spellings[1], dest=spec.name, **{**kwargs, "help": argparse.SUPPRESS})
         for old in (*meta.get("deprecated", ()), *(deprecated or {}).get(spec.name, ())):
             parser.add_argument(
                 old, dest=spec.name, action=DeprecatedAlias, new_flag=flags[0], value=True,

@@ -18,19 +18,45 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from dataclasses import dataclass, field
 
 from robopoint_hf.checkpoints import default_model
 from robopoint_hf.dtypes import DEFAULT_DTYPES
 from robopoint_hf.inference.loading import load_pipeline
 
 from .errors import UsageError
-from .options import DeprecatedAlias, GenerationOptions, ModelLoadingOptions, add_dataclass_arguments, positive_int
+from .options import GenerationOptions, ModelLoadingOptions, add_dataclass_arguments, positive_int
 from .quiet import silence_progress_bars
 
-__all__ = ["DEFAULT_MODEL", "add_parser", "run"]
+__all__ = ["DEFAULT_MODEL", "PredictArguments", "add_parser", "run"]
 
 DEFAULT_MODEL: str | None = default_model()
 """Model used without ``--model``: the tiny demonstration model shipped in the package (synthetic scenes only)."""
+
+
+@dataclass(kw_only=True)
+class PredictArguments:
+    """The options of ``predict`` alone (model loading and generation are the shared groups)."""
+
+    image: str = field(metadata={"help": "image file or http(s) URL"})
+    instruction: str = field(metadata={"help": 'what to point at, e.g. "the free space left of the mug"'})
+    output: str | None = field(
+        default=None,
+        metadata={
+            "help": "write the image with the points drawn on it to this file",
+            "metavar": "PNG",
+            "deprecated": ("--save",),
+        },
+    )
+    json: bool = field(default=False, metadata={"help": "print the result as one JSON object", "action": "store_true"})
+    max_points: int | None = field(
+        default=None,
+        metadata={
+            "help": "at most K points (constrained: the answer closes after K; free: the K highest-scoring)",
+            "metavar": "K",
+            "type": positive_int,
+        },
+    )
 
 
 def add_loading_arguments(parser, helps: dict | None = None, model_default: str | None = DEFAULT_MODEL, **kw) -> None:
@@ -61,21 +87,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--image", required=True, help="image file or http(s) URL")
-    parser.add_argument("--instruction", required=True, help='what to point at, e.g. "the free space left of the mug"')
+    add_dataclass_arguments(parser, PredictArguments)
     add_loading_arguments(parser)
-    parser.add_argument("--output", metavar="PNG", help="write the image with the points drawn on it to this file")
-    parser.add_argument(
-        "--save", dest="output", action=DeprecatedAlias, new_flag="--output", takes_value=True, help=argparse.SUPPRESS
-    )
-    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     add_dataclass_arguments(parser, GenerationOptions)
-    parser.add_argument(
-        "--max-points",
-        type=positive_int,
-        metavar="K",
-        help="at most K points (constrained: the answer closes after K; free: the K highest-scoring)",
-    )
     parser.set_defaults(func=run)
     return parser
 

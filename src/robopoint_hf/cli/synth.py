@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import dataclass, field
 
 from .errors import UsageError
-from .options import add_output_dir_arguments, output_dir
+from .options import add_dataclass_arguments, add_output_dir_arguments, output_dir
 
-__all__ = ["add_parser", "run"]
+__all__ = ["SynthArguments", "add_parser", "run"]
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -62,6 +63,35 @@ def _answer_kind(text: str) -> str:
     return text
 
 
+@dataclass(kw_only=True)
+class SynthArguments:
+    """The options of ``synth`` (the dataset folder is the shared ``--output-dir``)."""
+
+    n: int = field(metadata={"help": "number of training scenes"})
+    seed: int = field(default=0, metadata={"help": "random seed; same seed -> byte-identical output"})
+    split_eval: int = field(default=0, metadata={"help": "evaluation questions (default 0)", "metavar": "M"})
+    workers: int = field(default=1, metadata={"help": "processes (the output does not depend on it)"})
+    image_size: tuple[int, int] = field(
+        default=(160, 120), metadata={"help": "default 160x120", "type": _image_size, "metavar": "WxH"}
+    )
+    questions_per_scene: int = field(default=1, metadata={"help": "training records per scene"})
+    objects: tuple[int, int] = field(
+        default=(2, 5), metadata={"help": "default 2-5", "type": _object_range, "metavar": "MIN-MAX"}
+    )
+    families: tuple[str, ...] | None = field(
+        default=None,
+        metadata={"help": "comma-separated families to ask (default: all, weighted)", "type": _families},
+    )
+    answer: str = field(
+        default="points",
+        metadata={
+            "help": "points: 3-8 sampled points, RoboPoint's format (default); centre: one point at the region's "
+            "centre",
+            "type": _answer_kind,
+        },
+    )
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``synth`` on the ``robopoint`` command line."""
     parser = subparsers.add_parser(
@@ -70,23 +100,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--n", type=int, required=True, help="number of training scenes")
+    add_dataclass_arguments(parser, SynthArguments)
     add_output_dir_arguments(parser, what="dataset folder", deprecated={"output_dir": ("--out",)})
-    parser.add_argument("--seed", type=int, default=0, help="random seed; same seed -> byte-identical output")
-    parser.add_argument("--split-eval", type=int, default=0, metavar="M", help="evaluation questions (default 0)")
-    parser.add_argument("--workers", type=int, default=1, help="processes (the output does not depend on it)")
-    parser.add_argument("--image-size", type=_image_size, default=(160, 120), metavar="WxH", help="default 160x120")
-    parser.add_argument("--questions-per-scene", type=int, default=1, help="training records per scene")
-    parser.add_argument("--objects", type=_object_range, default=(2, 5), metavar="MIN-MAX", help="default 2-5")
-    parser.add_argument(
-        "--families", type=_families, default=None, help="comma-separated families to ask (default: all, weighted)"
-    )
-    parser.add_argument(
-        "--answer",
-        type=_answer_kind,
-        default="points",
-        help="points: 3-8 sampled points, RoboPoint's format (default); centre: one point at the region's centre",
-    )
     parser.set_defaults(func=run)
     return parser
 
