@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -25,35 +26,20 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 IMPORT_OURS = "import robopoint_hf\nfrom robopoint_hf import RoboPointForConditionalGeneration"
 IMPORT_BASELINE = "from transformers import LlavaForConditionalGeneration"
-LOAD_OURS = IMPORT_OURS + "\nmodel = RoboPointForConditionalGeneration.from_pretrained({folder!r})"
-LOAD_BASELINE = IMPORT_BASELINE + "\nmodel = LlavaForConditionalGeneration.from_pretrained({folder!r})"
+LOAD_OURS = "model = RoboPointForConditionalGeneration.from_pretrained({folder!r})"
+LOAD_BASELINE = "model = LlavaForConditionalGeneration.from_pretrained({folder!r})"
 
 
-def timed_process(code: str) -> tuple[float, float]:
-    """(seconds for the import lines, seconds for the rest) of `code`, run in a new interpreter."""
-    lines = code.splitlines()
+def timed_process(imports: str, work: str) -> tuple[float, float]:
+    """(seconds of `imports`, seconds of `work` after them), in a new interpreter."""
     probe = (
-        "import time, json\n_start = time.perf_counter()\n"
-        + "\n".join(lines[:2] if lines[0].startswith("import robopoint_hf") else lines[:1])
-        + "\n_mid = time.perf_counter()\n"
-        + "\n".join(lines[2:] if lines[0].startswith("import robopoint_hf") else lines[1:])
-        + "\nprint(json.dumps([_mid - _start, time.perf_counter() - _mid]))"
+        f"import json, time\n_start = time.perf_counter()\n{imports}\n_mid = time.perf_counter()\n{work}\n"
+        "print(json.dumps([_mid - _start, time.perf_counter() - _mid]))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", probe],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"HF_HUB_OFFLINE": "1", **_env()},
-    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env)
     first, second = json.loads(result.stdout.strip().splitlines()[-1])
     return first, second
-
-
-def _env() -> dict[str, str]:
-    import os
-
-    return {key: value for key, value in os.environ.items() if key != "HF_HUB_OFFLINE"}
 
 
 def build_folders(root: Path) -> tuple[Path, Path]:
@@ -79,30 +65,17 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         ours_folder, llava_folder = build_folders(Path(tmp))
-        rows = {
-            "import": (IMPORT_BASELINE, IMPORT_OURS, 0),
-            "import + load": (
-                LOAD_BASELINE.format(folder=str(llava_folder)),
-                LOAD_OURS.format(folder=str(ours_folder)),
-                1,
-            ),
-        }
-        print(
-            f"{'':<16}{'transformers LLaVA':>20}{'robopoint_hf':>16}{'ratio':>8}   (median of {args.repeats} processes)"
-        )
-        for label, (baseline, ours, part) in rows.items():
-            base_times, our_times = [], []
-            for _ in range(args.repeats):  # interleaved, so load on the machine hits both alike
-                base_times.append(timed_process(baseline))
-                our_times.append(timed_process(ours))
-            if part == 0:
-                base = statistics.median(t[0] for t in base_times)
-                mine = statistics.median(t[0] for t in our_times)
-            else:
-                base = statistics.median(t[1] for t in base_times)
-                mine = statistics.median(t[1] for t in our_times)
-            name = label if part == 0 else "load (after import)"
-            print(f"{name:<16}{base:>19.3f}s{mine:>15.3f}s{mine / base:>7.2f}x")
+        baseline = (IMPORT_BASELINE, LOAD_BASELINE.format(folder=str(llava_folder)))
+        ours = (IMPORT_OURS, LOAD_OURS.format(folder=str(ours_folder)))
+        base_times, our_times = [], []
+        for _ in range(args.repeats):  # interleaved, so load on the machine hits both alike
+            base_times.append(timed_process(*baseline))
+            our_times.append(timed_process(*ours))
+    print(f"{'':<20}{'transformers LLaVA':>20}{'robopoint_hf':>16}{'ratio':>8}   (median of {args.repeats} processes)")
+    for column, label in ((0, "import"), (1, "load (after import)")):
+        base = statistics.median(times[column] for times in base_times)
+        mine = statistics.median(times[column] for times in our_times)
+        print(f"{label:<20}{base:>19.3f}s{mine:>15.3f}s{mine / base:>7.2f}x")
 
 
 if __name__ == "__main__":

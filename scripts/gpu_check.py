@@ -31,7 +31,6 @@ import gc
 import importlib
 import importlib.metadata
 import importlib.util
-import inspect
 import json
 import os
 import platform
@@ -284,23 +283,8 @@ def _installed(name: str) -> str | None:
 
 
 def detect_features() -> dict[str, bool]:
-    """Optional capabilities of this tree that add rows when present (the package is still evolving)."""
-    from robopoint_hf import RoboPointForConditionalGeneration
-    from robopoint_hf.model.pipeline_robopoint import RoboPointPipeline
-
-    try:
-        decoding = importlib.import_module("robopoint_hf.model.decoding")
-    except ImportError:
-        decoding = None
-    pipeline_options = inspect.signature(RoboPointPipeline._sanitize_parameters).parameters
-    generate_options = inspect.signature(RoboPointForConditionalGeneration.generate).parameters
-    names = list(pipeline_options) + list(generate_options) + (dir(decoding) if decoding else [])
-    return {
-        "decoding_module": decoding is not None,
-        "constrained_option": "constrained" in pipeline_options,
-        "prefix_sharing": any("prefix" in name.lower() for name in names),
-        "flash_attention_2": importlib.util.find_spec("flash_attn") is not None,
-    }
+    """Optional accelerators of this machine the report records."""
+    return {"flash_attention_2": importlib.util.find_spec("flash_attn") is not None}
 
 
 def environment(section: dict, args, device: Device) -> None:
@@ -337,7 +321,6 @@ def environment(section: dict, args, device: Device) -> None:
     )
     features = detect_features()
     section["notes"].append("features: " + ", ".join(f"{name}={value}" for name, value in features.items()))
-    args.features = features
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -683,20 +666,15 @@ def _ratio_note(section: dict, workload: str, models: dict) -> None:
 
 
 def _decoding_rows(section, args, model, processor, frame, prompts, new_tokens, device, budget) -> None:
-    """Pipeline rows for constrained decoding and prefix sharing, where this tree has them."""
-    features = getattr(args, "features", None) or detect_features()
-    if not (features["constrained_option"] or features["prefix_sharing"]):
-        section["notes"].append("constrained decoding / prefix sharing: not in this tree, no rows")
-        return
+    """Pipeline rows: free vs grammar-constrained decoding, and five questions on one frame (shared prefix)."""
     from robopoint_hf.model.pipeline_robopoint import RoboPointPipeline
 
     pipe = RoboPointPipeline(model=model, processor=processor, device=device.torch_device)
-    cases = []
-    if features["constrained_option"]:
-        cases += [("pipeline, free decoding", prompts[0], {"constrained": False})]
-        cases += [("pipeline, constrained decoding", prompts[0], {"constrained": True})]
-    if features["prefix_sharing"]:
-        cases += [("pipeline, 5 questions, 1 frame (shared prefix)", prompts[:5], {})]
+    cases = [
+        ("pipeline, free decoding", prompts[0], {"constrained": False}),
+        ("pipeline, constrained decoding", prompts[0], {"constrained": True}),
+        ("pipeline, 5 questions, 1 frame (shared prefix)", prompts[:5], {}),
+    ]
     for workload, text, options in cases:
         if budget.left() < 10:
             section["rows"].append({"workload": workload, "model": "ours", "skipped": "time budget spent"})
@@ -875,7 +853,6 @@ def main(argv: list[str] | None = None) -> int:
     args.budget_s = args.budget_s or (120.0 if args.dry_run else 420.0)
     args.repeats = args.repeats or (1 if args.dry_run else 2)
     args.new_tokens = args.new_tokens or (6 if args.dry_run else None)
-    args.features = None
     device = Device(args.dry_run)
     budget = Budget(args.budget_s)
     if args.dry_run:

@@ -217,6 +217,15 @@ class EvalScoreArguments:
     labels: list[str] | None = field(default=None, metadata={"help": "a name per answer file (default: file names)"})
 
 
+def run_questions(args: argparse.Namespace) -> list:
+    """The benchmark's questions that this ``eval run`` answers (``--question-ids``, ``--limit``)."""
+    from robopoint_hf.evaluation.benchmarks import load_benchmark
+
+    return select_questions(
+        load_benchmark(args.data_dir, args.benchmark, split=args.split, question_file=args.question_file), args
+    )
+
+
 def select_questions(questions: list, args: argparse.Namespace) -> list:
     """The questions ``--question-ids`` and ``--limit`` select, in file order (all without them).
 
@@ -413,7 +422,6 @@ def run_score(args: argparse.Namespace) -> int:
 
 def _run_endpoint(args: argparse.Namespace) -> int:
     """``robopoint eval where2place --endpoint``: answer through the served model (resumable), then score."""
-    from robopoint_hf.evaluation.benchmarks import load_benchmark
     from robopoint_hf.evaluation.endpoint import EndpointClient, endpoint_answer_fn, request_params
     from robopoint_hf.evaluation.runner import model_id_from_path, run_answers
 
@@ -429,9 +437,7 @@ def _run_endpoint(args: argparse.Namespace) -> int:
     given = [flag for flag, value in local_only.items() if value is not None]
     if given:
         raise UsageError(f"{', '.join(given)} cannot be used with --endpoint (the server decides)")
-    questions = select_questions(
-        load_benchmark(args.data_dir, args.benchmark, split=args.split, question_file=args.question_file), args
-    )
+    questions = run_questions(args)
     params = request_params(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens)
     with EndpointClient(
         args.endpoint, args.endpoint_model, max_retries=args.max_retries, request_timeout=args.request_timeout
@@ -473,15 +479,12 @@ def run_where2place(args: argparse.Namespace) -> int:
     import torch
     from accelerate import PartialState
 
-    from robopoint_hf.evaluation.benchmarks import load_benchmark
     from robopoint_hf.evaluation.runner import generation_kwargs, model_id_from_path, pipeline_answer_fn, run_answers
     from robopoint_hf.hub_checkpoint import resolve_pretrained
     from robopoint_hf.inference.loading import load_pipeline
     from robopoint_hf.model.templates import get_chat_template
 
-    # before the model: a typo fails fast
-    questions = load_benchmark(args.data_dir, args.benchmark, split=args.split, question_file=args.question_file)
-    questions = select_questions(questions, args)
+    questions = run_questions(args)  # before the model: a typo fails fast
     generate_kwargs = generation_kwargs(
         temperature=args.temperature,
         top_p=args.top_p,

@@ -123,13 +123,6 @@ def save_annotated(image, result: dict, path: str) -> None:
     draw_points(image, points, normalized=True, boxes=boxes, numbered=True).save(path)
 
 
-def looks_like_path(model: str) -> bool:
-    """A Hub id is ``name`` or ``owner/name``; anything else (absolute, ``./``, ``~``, deeper) is a local folder."""
-    from robopoint_hf.hub_checkpoint import looks_like_hub_id
-
-    return not looks_like_hub_id(model)
-
-
 def run(args: argparse.Namespace) -> int:
     """Loads the model, predicts, prints; bad input is checked before the model loads, so a typo fails fast."""
     if args.model is None:

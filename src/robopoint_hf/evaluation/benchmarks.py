@@ -169,6 +169,14 @@ def _read_json(path: Path) -> Any:
         raise ValueError(f"{path}: invalid JSON ({e.msg}, line {e.lineno})") from e
 
 
+def _read_question_array(path: Path) -> list:
+    """The JSON array of questions in ``path`` (RoboAfford-Eval, RefSpatial-Bench, Point-Bench annotations)."""
+    data = _read_json(path)
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a JSON array of questions")
+    return data
+
+
 def _fields(record: Any, keys: tuple[str, ...], where: str) -> None:
     if not isinstance(record, dict):
         raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
@@ -235,9 +243,7 @@ def _roboafford(root: Path, split: str) -> list[BenchmarkRecord]:
     if split not in ROBOAFFORD_ANNOTATIONS:
         raise ValueError(f"RoboAfford-Eval split must be one of {', '.join(ROBOAFFORD_ANNOTATIONS)}, got {split!r}")
     path = root / ROBOAFFORD_ANNOTATIONS[split]
-    data = _read_json(path)
-    if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON array of questions")
+    data = _read_question_array(path)
     records = []
     for position, item in enumerate(data):
         where = f"{path}, question {position}"
@@ -290,9 +296,7 @@ def _refspatial_instruction(item: dict[str, Any]) -> str:
 
 def _refspatial_raw(folder: Path, split: str, prefix: bool) -> list[BenchmarkRecord]:
     path = folder / "question.json"
-    data = _read_json(path)
-    if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON array of questions")
+    data = _read_question_array(path)
     records = []
     for position, item in enumerate(data):
         where = f"{path}, question {position}"
@@ -342,9 +346,7 @@ def _zip_member(archive: zipfile.ZipFile, name: str) -> Image.Image | None:
 
 def _pointbench(root: Path) -> list[BenchmarkRecord]:
     path = root / "data.json"
-    data = _read_json(path)
-    if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON array of questions")
+    data = _read_question_array(path)
     zipped = (root / "selected_images.zip").is_file()
     images = zipfile.ZipFile(root / "selected_images.zip") if zipped else None
     masks = zipfile.ZipFile(root / "selected_masks.zip") if (root / "selected_masks.zip").is_file() else None

@@ -36,8 +36,8 @@ from robopoint_hf.inference.serving import build_messages, parse_response, respo
 from robopoint_hf.model.points import DEFAULT_MAX_NEW_TOKENS
 
 from .answer_formats import ANSWER_FORMATS as ADAPTED_FORMATS
+from .benchmarks import BenchmarkRecord
 from .runner import AnswerFn, instruction_of, question_seed
-from .where2place import Where2PlaceQuestion
 
 logger = logging.getLogger(__name__)
 
@@ -281,7 +281,7 @@ def endpoint_answer_fn(
         raise ValueError(f"concurrency must be a positive integer, got {concurrency}")
     builder = get_answer_format(answer_format).build_messages
 
-    def ask(question: Where2PlaceQuestion) -> str:
+    def ask(question: BenchmarkRecord) -> str:
         image = question.image if isinstance(question.image, Image.Image) else str(question.image)
         messages = builder(image, instruction_of(question.text), answer_format=add_answer_format)
         extra = {} if seed is None else {"seed": question_seed(seed, question.question_id)}
@@ -290,7 +290,7 @@ def endpoint_answer_fn(
         except (EndpointError, ValueError) as error:
             raise EndpointError(f"question {question.question_id!r}: {error}") from error
 
-    def answer(questions: Sequence[Where2PlaceQuestion]) -> list[str]:
+    def answer(questions: Sequence[BenchmarkRecord]) -> list[str]:
         with ThreadPoolExecutor(max_workers=min(concurrency, len(questions))) as pool:
             return list(pool.map(ask, questions))
 

@@ -141,11 +141,10 @@ def processor_from_components(language_model: str | os.PathLike, config) -> Robo
         language_model (`str` or `os.PathLike`): folder or Hub id holding the LLM's tokenizer.
         config ([`RoboPointConfig`]): the config of the model :func:`from_components` built.
     """
-    from transformers import AutoTokenizer
-
     from robopoint_hf.model.processing_robopoint import RoboPointProcessor
+    from robopoint_hf.original.convert import load_tokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(language_model)
+    tokenizer = load_tokenizer(language_model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.unk_token  # the original's choice for Llama (pad = <unk> = 0)
     return RoboPointProcessor.from_model_config(tokenizer, config)
