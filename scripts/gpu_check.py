@@ -17,11 +17,13 @@ budget (``--budget-s``) skips the sections, or the workloads inside one, that no
 3. ``latency-13b`` / ``latency-7b``: random weights in the published shapes (Vicuna-13B / -7B + CLIP
    ViT-L/14-336, bf16), ours and transformers' ``LlavaForConditionalGeneration`` sharing the same weights, side
    by side: prefill of one Where2Place-like question, one answer of 8 points (length forced), a batch of 8
-   questions, five questions about one frame; plus constrained vs free decoding and prefix sharing when the
-   package has them. Milliseconds per answer, tokens/s, peak GPU memory.
+   questions, five questions about one frame; plus the pipeline with free vs grammar-constrained decoding and
+   five questions sharing one frame's prefix. Milliseconds per answer, tokens/s, peak GPU memory.
 4. ``latency-13b-4bit``: the same model with its language model in 4-bit NF4 (bitsandbytes), if installed.
 5. ``lora-7b``: LoRA training steps on the 7B shape: our trainer vs plain TRL ``SFTTrainer`` on the native class
    with the same weights and data, samples/s and peak memory, if TRL is installed.
+6. ``demo-placement``: the demo's column placements (``@cpu``, ``@cuda:N``, ``@auto``) load where they say and
+   answer as the CPU column does.
 """
 
 from __future__ import annotations
