@@ -24,7 +24,14 @@ import weakref
 from typing import Any
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+from transformers import (
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
+from transformers.generation import GenerateDecoderOnlyOutput
 
 from .points import answer_regex
 
@@ -105,6 +112,14 @@ class AnswerGrammar:
         self.initial_state = self._index.get_initial_state()
         self._masks: dict[int, torch.Tensor] = {}
         self._blocked: dict[int | None, torch.Tensor] = {None: torch.zeros(self.vocab_size, dtype=torch.bool)}
+        self._spelled = {index: spelled for spelled, ids in by_bytes.items() for index in ids}
+        vocab = tokenizer.get_vocab()
+        self._byte_fallback = {vocab[token] for token in vocab if _BYTE_TOKEN.fullmatch(token)}
+        self._one_byte = {}
+        for spelled, ids in by_bytes.items():
+            if len(spelled) == 1:
+                self._one_byte[spelled[0]] = min(ids, key=lambda index: (index in self._byte_fallback, index))
+        self._forced: dict[int, tuple[int, ...]] = {}
 
     @classmethod
     def for_tokenizer(
@@ -143,6 +158,54 @@ class AnswerGrammar:
             mask[torch.tensor(allowed, dtype=torch.long)] = True
             self._masks[state] = mask
         return mask
+
+    def forced_tokens(self, state: int) -> tuple[int, ...]:
+        """Tokens spelling the text the grammar forces from ``state`` (``.`` after ``0``, ``", "`` after a value).
+
+        The forced text is found byte by byte (every allowed token starts with the same byte, and the answer cannot
+        end there); it is then cut into the longest allowed tokens, preferring a vocabulary token to a byte-fallback
+        one of the same spelling. That is a guess of how the model writes it, not a rule: `jump_forward_generate`
+        checks every forced token against the model's own choice. Cached per state.
+        """
+        forced = self._forced.get(state)
+        if forced is None:
+            forced = self._forced[state] = self._tokens_for(state, self._forced_text(state))
+        return forced
+
+    def _allowed_spellings(self, state: int) -> list[tuple[int, bytes]]:
+        return [
+            (token, self._spelled[token]) for token in self._index.get_allowed_tokens(state) if token in self._spelled
+        ]
+
+    def _forced_text(self, state: int) -> bytes:
+        text = b""
+        while not self.is_final(state):
+            first_bytes = {spelled[:1] for _, spelled in self._allowed_spellings(state)}
+            if len(first_bytes) != 1:
+                break
+            byte = first_bytes.pop()
+            token = self._one_byte.get(byte[0])
+            following = None if token is None else self._index.get_next_state(state, token)
+            if following is None:
+                break
+            text, state = text + byte, following
+        return text
+
+    def _tokens_for(self, state: int, text: bytes) -> tuple[int, ...]:
+        tokens, start = [], 0
+        while start < len(text):
+            fitting = [
+                (len(spelled), token not in self._byte_fallback, -token)
+                for token, spelled in self._allowed_spellings(state)
+                if text.startswith(spelled, start)
+            ]
+            if not fitting:
+                break
+            token = -max(fitting)[2]
+            tokens.append(token)
+            start += len(self._spelled[token])
+            state = self._index.get_next_state(state, token)
+        return tuple(tokens)
 
     def blocked(self, state: int | None) -> torch.Tensor:
         """``~mask(state)``, cached; for None (a row no longer constrained) nothing is blocked."""
@@ -197,6 +260,9 @@ class AnswerLogitsProcessor(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.unmasked_scores is not None:
+            # Indexed by answer position: a decoding loop that checks drafted tokens scores a position again once
+            # its earlier tokens changed; the later call is the one that counts.
+            del self.unmasked_scores[input_ids.shape[1] - self.prompt_length :]
             self.unmasked_scores.append(scores)
         generated = input_ids[:, self.prompt_length :].tolist()
         blocked = [self.grammar.blocked(self.state(tuple(tokens))) for tokens in generated]
@@ -251,6 +317,104 @@ def _bracket_tables(tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
     return _BRACKETS[tokenizer]
 
 
+def jump_forward_generate(
+    model,
+    input_ids: torch.LongTensor,
+    logits_processor: LogitsProcessorList,
+    stopping_criteria: StoppingCriteriaList,
+    generation_config: GenerationConfig,
+    synced_gpus: bool = False,
+    streamer=None,
+    **model_kwargs,
+):
+    r"""Greedy decoding of one answer that writes the grammar's forced text without a decoding step per token.
+
+    A ``custom_generate`` loop for :meth:`~transformers.GenerationMixin.generate` (``generate(...,
+    custom_generate=jump_forward_generate)``, or ``answer_decoding_kwargs(..., jump_forward=True)``). After each
+    chosen token the grammar's forced continuation (`AnswerGrammar.forced_tokens`: ``.`` after ``0``, ``", "`` after
+    a value, ...) is fed in the same forward as the token, like a speculative draft: the logits of every position
+    are run through the logits processors and the draft is kept up to the first token greedy decoding would not
+    have chosen, where the model's own choice is taken instead. The tokens, and the scores of every position, are
+    therefore those of plain greedy decoding with the same processors; what changes is the number of forwards
+    (the cache is cropped past a rejected draft).
+
+    Needs an `AnswerLogitsProcessor` among the logits processors, one row, greedy search (``do_sample=False``,
+    ``num_beams=1``) and a cache that can be cropped (the default dynamic cache).
+    """
+    grammars = [processor for processor in logits_processor if isinstance(processor, AnswerLogitsProcessor)]
+    if not grammars:
+        raise ValueError("jump_forward_generate needs an AnswerLogitsProcessor (constrained decoding) to draft from.")
+    if input_ids.shape[0] != 1 or generation_config.do_sample or (generation_config.num_beams or 1) != 1:
+        raise ValueError("jump_forward_generate decodes one row greedily: batch size 1, do_sample=False, num_beams=1.")
+    mask = grammars[-1]
+    keep_scores = generation_config.return_dict_in_generate and generation_config.output_scores
+    scores: tuple[torch.Tensor, ...] = ()
+
+    def forward(sequence: torch.LongTensor, width: int, first: bool = False, cached: int = 0) -> torch.Tensor:
+        """Logits of the last ``width`` positions of ``sequence`` (its positions before ``-width`` are in the cache;
+        the first forward feeds everything the cache does not hold yet)."""
+        new = sequence.shape[1] - cached if first else width
+        inputs = model.prepare_inputs_for_generation(
+            sequence,
+            next_sequence_length=new if cached or not first else None,
+            is_first_iteration=first,
+            **model_kwargs,
+        )
+        inputs["logits_to_keep"] = width
+        outputs = model(**inputs, return_dict=True)
+        model_kwargs["cache"] = outputs.cache
+        return outputs.logits[0, -width:].float()
+
+    def grow(width: int) -> None:
+        if (mask_2d := model_kwargs.get("attention_mask")) is not None:
+            model_kwargs["attention_mask"] = torch.cat([mask_2d, mask_2d.new_ones((1, width))], dim=-1)
+        if (positions := model_kwargs.get("position_ids")) is not None:
+            steps = torch.arange(1, width + 1, dtype=positions.dtype, device=positions.device)
+            model_kwargs["position_ids"] = torch.cat([positions, positions[..., -1:] + steps], dim=-1)
+
+    def shrink(width: int) -> None:
+        model_kwargs["cache"].crop(-width)
+        for key in ("attention_mask", "position_ids"):
+            if model_kwargs.get(key) is not None:
+                model_kwargs[key] = model_kwargs[key][..., :-width]
+
+    cache = model_kwargs.get("cache")
+    cached = cache.get_seq_length() if cache is not None else 0
+    logits = forward(input_ids, 1, first=True, cached=cached)
+    draft: tuple[int, ...] = ()
+    done = False
+    while not done:
+        # Position i of `logits` follows the sequence plus draft[:i]; take drafts while greedy agrees.
+        for position in range(len(draft) + 1):
+            step_scores = logits_processor(input_ids, logits[position : position + 1])
+            if keep_scores:
+                scores += (step_scores,)
+            token = int(step_scores[0].argmax())
+            input_ids = torch.cat([input_ids, input_ids.new_tensor([[token]])], dim=-1)
+            if streamer is not None:
+                streamer.put(input_ids[:, -1:].cpu())
+            done = bool(stopping_criteria(input_ids, scores)[0])
+            if done or position == len(draft) or token != draft[position]:
+                break
+        rejected = len(draft) - position
+        if rejected and not done:
+            shrink(rejected)
+        if done:
+            break
+        draft = mask.grammar.forced_tokens(mask.state(tuple(input_ids[0, mask.prompt_length :].tolist()))) or ()
+        draft = draft[: max(0, generation_config.max_length - input_ids.shape[1] - 1)]
+        chunk = torch.cat([input_ids[:, -1:], input_ids.new_tensor([draft])], dim=-1) if draft else input_ids[:, -1:]
+        grow(chunk.shape[1])
+        logits = forward(torch.cat([input_ids, chunk[:, 1:]], dim=-1), chunk.shape[1])
+    if streamer is not None:
+        streamer.end()
+    if not generation_config.return_dict_in_generate:
+        return input_ids
+    return GenerateDecoderOnlyOutput(
+        sequences=input_ids, scores=scores if keep_scores else None, cache=model_kwargs.get("cache")
+    )
+
+
 def answer_decoding_kwargs(
     tokenizer,
     prompt_length: int,
@@ -260,6 +424,7 @@ def answer_decoding_kwargs(
     max_points: int | None = None,
     vocab_size: int | None = None,
     keep_unmasked_scores: bool = False,
+    jump_forward: bool = False,
     generate_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``generate`` keyword arguments that decode one RoboPoint answer per row.
@@ -272,6 +437,9 @@ def answer_decoding_kwargs(
         max_points (`int`, *optional*): with ``constrained``, the answer closes after this many points.
         vocab_size (`int`, *optional*): width of the model's logits.
         keep_unmasked_scores (`bool`, *optional*, defaults to `False`): see `AnswerLogitsProcessor`.
+        jump_forward (`bool`, *optional*, defaults to `False`): with ``constrained``, decode with
+            `jump_forward_generate` (the same tokens as greedy search, fewer forwards); only for one row decoded
+            greedily.
         generate_kwargs (`dict`, *optional*): the call's other ``generate`` arguments; their own
             ``logits_processor`` / ``stopping_criteria`` are kept and ours appended.
 
@@ -284,6 +452,8 @@ def answer_decoding_kwargs(
         processors = LogitsProcessorList(kwargs.get("logits_processor") or [])
         processors.append(AnswerLogitsProcessor(grammar, prompt_length, keep_unmasked_scores))
         kwargs["logits_processor"] = processors
+        if jump_forward:
+            kwargs["custom_generate"] = jump_forward_generate
     if stop_at_answer_end:
         criteria = StoppingCriteriaList(kwargs.get("stopping_criteria") or [])
         criteria.append(AnswerEndCriteria(tokenizer, prompt_length))
@@ -297,5 +467,6 @@ __all__ = [
     "AnswerGrammar",
     "AnswerLogitsProcessor",
     "answer_decoding_kwargs",
+    "jump_forward_generate",
     "token_bytes",
 ]

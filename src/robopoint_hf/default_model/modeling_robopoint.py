@@ -18,6 +18,9 @@ What differs from the stock LLaVA classes, and why:
    we keep their logits bit-for-bit), so placeholder positions are never looked up in the embedding table.
 3. Precomputed image features can be passed to ``forward``/``generate`` as ``image_features=`` (a robot asks several
    questions about one camera frame; the vision tower then runs once).
+4. The LM head (`RoboPointLMHead`) computes the few rows of a decoding step on CPU as ``W @ H^T``: the same
+   weights and values, a matrix product that CPU BLAS runs several times faster than ``H @ W^T`` for a tall vocabulary
+   matrix and one to sixteen rows.
 
 Saving writes the canonical llava-hf key layout (``language_model.model.*``, ``language_model.lm_head.weight``,
 ``vision_tower.vision_model.*``, ``multi_modal_projector.*``), so that a RoboPoint checkpoint and a llava-hf
@@ -79,6 +82,35 @@ VISION_MODULES = ("model.vision_tower", "model.multi_modal_projector")
 
 # True while from_pretrained runs with an explicit dtype: then every part loads in it, vision_dtype is ignored.
 _ONE_DTYPE = contextvars.ContextVar("robopoint_one_dtype", default=False)
+
+
+class RoboPointLMHead(nn.Linear):
+    """``nn.Linear`` without bias whose CPU inference on at most 16 rows runs as ``weight @ rows.T``.
+
+    A decoding step multiplies the ``[vocab, hidden]`` head by one row per sequence. CPU BLAS (MKL) takes
+    ``rows @ weight.T`` for 1 row as a matrix-vector product and for 2-16 rows as a product that repacks the whole
+    weight, both at a fraction of the memory bandwidth; ``weight @ rows.T`` with at least two columns streams the
+    weight once (one row is doubled for that). Measured in ``docs/design/decoding.md``. The result equals
+    ``nn.Linear``'s up to float summation order; training, other devices and longer inputs use ``nn.Linear``.
+    """
+
+    fast_rows = 16
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        rows = hidden_states.numel() // hidden_states.shape[-1]
+        if (
+            rows > self.fast_rows
+            or hidden_states.device.type != "cpu"
+            or self.weight.dtype != torch.float32
+            or hidden_states.dtype != torch.float32
+            or torch.is_grad_enabled()
+            or self.bias is not None
+        ):
+            return super().forward(hidden_states)
+        flat = hidden_states.reshape(rows, hidden_states.shape[-1])
+        columns = torch.cat([flat, flat]) if rows == 1 else flat
+        logits = torch.mm(self.weight, columns.t()).t()[:rows]
+        return logits.contiguous().reshape(*hidden_states.shape[:-1], self.out_features)
 
 
 class RoboPointPreTrainedModel(LlavaPreTrainedModel):
@@ -215,7 +247,7 @@ class RoboPointForConditionalGeneration(RoboPointPreTrainedModel, LlavaForCondit
     def __init__(self, config: RoboPointConfig):
         RoboPointPreTrainedModel.__init__(self, config)
         self.model = RoboPointModel(config)
-        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.lm_head = RoboPointLMHead(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.post_init()
 
     @classmethod

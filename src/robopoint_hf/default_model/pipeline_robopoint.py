@@ -136,6 +136,10 @@ class RoboPointPipeline(Pipeline):
             ``constrained=False`` decodes free text.
         stop_at_answer_end (`bool`, *optional*, defaults to `True`):
             End each answer at the ``]`` that closes it, also when decoding free text.
+        jump_forward (`bool`, *optional*, defaults to `True`):
+            Constrained, greedy, one row per ``generate`` call: write the text the grammar forces (``.`` after
+            ``0``, ``", "`` between values) in the forward of the token before it, checked against the model's own
+            choice (`~decoding.jump_forward_generate`). Same tokens as without it, fewer forwards.
         max_points (`int`, *optional*):
             Constrained: the answer closes after ``max_points`` points. Free text: keep only the ``max_points``
             highest-scoring points (in the model's order). Boxes are not affected.
@@ -208,6 +212,7 @@ class RoboPointPipeline(Pipeline):
         max_points: int | None = None,
         constrained: bool | None = None,
         stop_at_answer_end: bool | None = None,
+        jump_forward: bool | None = None,
         max_new_tokens: int | None = None,
         generate_kwargs: dict | None = None,
         **kwargs,
@@ -229,6 +234,8 @@ class RoboPointPipeline(Pipeline):
             forward_params["constrained"] = bool(constrained)
         if stop_at_answer_end is not None:
             forward_params["stop_at_answer_end"] = bool(stop_at_answer_end)
+        if jump_forward is not None:
+            forward_params["jump_forward"] = bool(jump_forward)
         if max_points is not None:
             if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 1:
                 raise ValueError(f"max_points must be a positive integer, got {max_points!r}.")
@@ -316,14 +323,17 @@ class RoboPointPipeline(Pipeline):
         generate_kwargs: dict | None = None,
         constrained: bool = True,
         stop_at_answer_end: bool = True,
+        jump_forward: bool = True,
         max_points: int | None = None,
     ) -> dict[str, Any]:
         input_ids, attention_mask = left_align(model_inputs["input_ids"], model_inputs["attention_mask"])
         generate_kwargs = self._prepare_generate_kwargs(
             dict(generate_kwargs or {}), return_dict_in_generate=True, output_scores=True
         )
-        if self._get_set_generation_params(generate_kwargs).get("num_return_sequences", 1) != 1:
+        params = self._get_set_generation_params(generate_kwargs)
+        if params.get("num_return_sequences", 1) != 1:
             raise ValueError("RoboPointPipeline returns one answer per input; num_return_sequences must be 1.")
+        greedy = not params.get("do_sample", False) and params.get("num_beams", 1) == 1
         generate_kwargs = answer_decoding_kwargs(
             self.processor.tokenizer,
             input_ids.shape[1],
@@ -332,6 +342,7 @@ class RoboPointPipeline(Pipeline):
             max_points=max_points,
             vocab_size=self.model.config.get_text_config().vocab_size,
             keep_unmasked_scores=True,
+            jump_forward=jump_forward and greedy and input_ids.shape[0] == 1,
             generate_kwargs=generate_kwargs,
         )
         if self._native_llava:
