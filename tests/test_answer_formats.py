@@ -1,43 +1,72 @@
-"""Answer-format adapters on answers written the way each model's documentation or code writes them (sources:
-tests/fixtures/benchmarks/README.md)."""
+"""Answer-format adapters on answers copied verbatim from each model's own documentation or code
+(`tests/fixtures/benchmarks/adapter_examples.json`; sources in tests/fixtures/benchmarks/README.md)."""
+
+import json
+from pathlib import Path
 
 import pytest
 
 from robopoint_hf.evaluation.answer_formats import ANSWER_FORMATS, parse_answer, parse_answers, smart_resize
 from robopoint_hf.model.points import Point
 
+EXAMPLES = json.loads((Path(__file__).parent / "fixtures/benchmarks/adapter_examples.json").read_text())["examples"]
+
 
 def _xy(parsed):
     return [(round(p.x, 9), round(p.y, 9)) for p in parsed.points]
 
 
-def test_robopoint_and_roborefer_tuples():
-    text = "[(0.461, 0.527), (0.498, 0.521)]"  # RoboPoint README / ANSWER_FORMAT_SUFFIX
-    assert _xy(parse_answer(text, "robopoint")) == [(0.461, 0.527), (0.498, 0.521)]
-    assert _xy(parse_answer(text, "roborefer")) == _xy(parse_answer(text))
+@pytest.mark.parametrize("example", EXAMPLES, ids=[e["model"] for e in EXAMPLES])
+def test_published_answer_parses_to_the_documented_points(example):
+    size = tuple(example["image_size"]) if example["image_size"] else None
+    parsed = parse_answer(example["text"], example["format"], image_size=size)
+    assert not parsed.parse_failed
+    assert all(p.normalized for p in parsed.points)
+    assert _xy(parsed) == [tuple(xy) for xy in example["expected"]]
+
+
+def test_molmo_points_match_ai2s_own_extraction():
+    # allenai/molmo2 test_legacy_extract_points: the same answer read by Ai2's parser at width 360, height 640
+    example = next(e for e in EXAMPLES if e["model"] == "Molmo")
+    width, height = example["image_size"]
+    pixels = [v for p in parse_answer(example["text"], "molmo").points for v in (p.x * width, p.y * height)]
+    assert pixels == pytest.approx([v for xy in example["source_pixels"] for v in xy], abs=0.1)
+
+
+def test_roborefer_is_an_alias():
+    robopoint = next(e for e in EXAMPLES if e["model"] == "RoboPoint")["text"]
+    assert parse_answer(robopoint, "roborefer").points == parse_answer(robopoint, "robopoint").points
+
+
+def test_robopoint_integer_tuples_are_pixels():
     # an all-integer tuple is pixels of the original image
     assert _xy(parse_answer("[(320, 240)]", "robopoint", image_size=(640, 480))) == [(0.5, 0.5)]
     with pytest.raises(ValueError, match="image_size"):
         parse_answer("[(320, 240)]", "robopoint")
 
 
-def test_molmo_point_and_points_tags():
-    # allenai/molmo olmo/data/data_formatter.py `points_to_text`: one point -> <point x y alt>, several -> <points x1..>
-    one = '<point x="61.5" y="40.4" alt="mug">mug</point>'
-    many = '<points x1="10.0" y1="20.0" x2="30.5" y2="40.0" alt="spots">spots</points>'
-    assert _xy(parse_answer(one, "molmo")) == [(0.615, 0.404)]
-    assert _xy(parse_answer(many, "molmo")) == [(0.1, 0.2), (0.305, 0.4)]
-    assert _xy(parse_answer(many + " and " + one, "molmo"))[-1] == (0.615, 0.404)
+def test_molmo2_drops_points_off_the_image():
+    # Molmo2's extract_multi_image_points keeps only 0 <= x <= width, 0 <= y <= height
+    assert _xy(parse_answer('<points coords="1 1 1200 400 2 911 800">x</points>', "molmo")) == [(0.911, 0.8)]
 
 
-def test_qwen25_vl_points_are_in_the_resized_frame():
-    # 640x480 -> Qwen2.5-VL input 644x476 (multiples of 28): the centre of the input is the centre of the image
-    assert smart_resize(480, 640) == (476, 644)
-    text = '```json\n[\n\t{"point_2d": [322, 238], "label": "free space"}\n]\n```'
+def test_qwen25_vl_frame_is_qwens_documented_resize():
+    # QwenLM/Qwen3-VL qwen-vl-finetune/tools/process_bbox.ipynb: on a 640x428 image (max_pixels 14*14*4*1280) the
+    # original [146, 137, 615, 415] is [147, 134, 619, 407] in Qwen2.5-VL's frame. Mapped back, each corner (read as a
+    # point; the answer text is ours) lands on the original pixel within the notebook's rounding.
+    assert smart_resize(428, 640, max_pixels=14 * 14 * 4 * 1280) == (420, 644)
+    for (x, y), (ox, oy) in zip(((147, 134), (619, 407)), ((146, 137), (615, 415)), strict=True):
+        text = f'[{{"point_2d": [{x}, {y}]}}]'
+        (point,) = parse_answer(text, "qwen2.5-vl", image_size=(640, 428), max_pixels=14 * 14 * 4 * 1280).points
+        assert abs(point.x * 640 - ox) < 1 and abs(point.y * 428 - oy) < 1
+
+
+def test_qwen_xml_point_form():
+    # Qwen2.5-VL cookbook spatial_understanding.ipynb section 8 documents "point-format: XML <points x y>..</points>"
+    # besides JSON point_2d; the numbers are in the same frame as point_2d.
+    text = '<points x1="322" y1="238" alt="free space">free space</points>'
     assert _xy(parse_answer(text, "qwen2.5-vl", image_size=(640, 480))) == [(0.5, 0.5)]
-    # a large photo is shrunk under max_pixels first
-    height, width = smart_resize(3000, 4000)
-    assert height * width <= 12845056 and height % 28 == width % 28 == 0
+    assert _xy(parse_answer(text.replace("322", "250").replace("238", "750"), "qwen3-vl")) == [(0.25, 0.75)]
 
 
 @pytest.mark.parametrize("size", [(480, 640), (3000, 4000), (20, 30), (1080, 1920), (28, 5000), (99, 3)])
@@ -49,27 +78,19 @@ def test_smart_resize_matches_transformers(size):
         assert ours == tuple(theirs)
 
 
-def test_qwen3_vl_and_gemini_er_thousandths():
-    qwen3 = '[{"point_2d": [250, 750], "label": "cup"}]'
-    gemini = '```json\n[{"point": [750, 250], "label": "cup"}]\n```'  # Gemini Robotics-ER: [y, x]
-    assert _xy(parse_answer(qwen3, "qwen3-vl")) == [(0.25, 0.75)]
+def test_gemini_er_is_y_first_thousandths():
+    # No Gemini Robotics-ER answer is published in a form stored here: the grammar is the cookbook's prompt
+    # ('[{"point": <point>, "label": <label1>}, ...] The points are in [y, x] format normalized to 0-1000') and its
+    # rendering rule (`const [y, x] = pointData.point; left = x/1000`). The text below is ours.
+    gemini = '```json\n[{"point": [750, 250], "label": "cup"}]\n```'
     assert _xy(parse_answer(gemini, "gemini-er")) == [(0.25, 0.75)]
     assert parse_answer("```json\n[]\n```", "gemini-er").parse_failed is False
     assert parse_answer("There are none.", "qwen3-vl").parse_failed is True
 
 
-def test_robobrain2_pixel_tuples():
-    # FlagOpen/RoboBrain2.0 README, "Usage for Pointing Prediction": answer in pixels of the original image
-    text = "[(376, 309), (332, 357), (384, 335)]"
-    assert _xy(parse_answer(text, "robobrain2", image_size=(640, 480))) == [
-        (0.5875, 0.64375),
-        (0.51875, 0.74375),
-        (0.6, 0.697916667),
-    ]
-
-
 def test_embodied_r1_answer_block():
-    # pickxiguapi/Embodied-R1 eval prompts: <think>..</think><answer><point>[[x1, y1], ...]</point></answer>
+    # No Embodied-R1 answer text is published (its README shows pictures only); the grammar is its eval prompt
+    # "<think> reasoning process here </think><answer><point>[[x1, y1], [x2, y2], ...]</point></answer>".
     text = "<think>the table is free on the left</think><answer><point>[[320, 240], [0.25, 0.5]]</point></answer>"
     assert _xy(parse_answer(text, "embodied-r1", image_size=(640, 480))) == [(0.5, 0.5), (0.25, 0.5)]
 
@@ -86,7 +107,7 @@ def test_every_adapter_returns_normalized_points():
         "embodied-r1": "<point>[[320, 240]]</point>",
     }
     assert set(texts) == set(ANSWER_FORMATS)
-    for answer_format, text in texts.items():
+    for answer_format, text in [*texts.items(), ("molmo", '<points coords="1 1 500 500">a</points>')]:
         assert parse_answer(text, answer_format, image_size=(640, 480)).points == [Point(0.5, 0.5, True)]
     assert parse_answers([None, "[(0.5, 0.5)]"])[0] is None
     with pytest.raises(ValueError, match="answer_format must be one of"):

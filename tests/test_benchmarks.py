@@ -88,7 +88,7 @@ def test_bootstrap_is_seeded_and_brackets_the_score():
     low, high = bootstrap_interval(result, "strict", num_samples=200, seed=3)
     assert (low, high) == bootstrap_interval(result, "strict", num_samples=200, seed=3)
     assert low <= result.accuracy <= high
-    rows = leaderboard_rows("m", "where2place", "strict", result, records, num_samples=50)
+    rows = leaderboard_rows("m", "where2place", "strict", result, [r.category for r in records], num_samples=50)
     assert rows[0].category == "all" and {r.category for r in rows[1:]} == {r.category for r in records}
 
 
@@ -123,6 +123,83 @@ def test_score_command_writes_json_leaderboard_and_pictures(tmp_path, capsys):
     assert {(r["protocol"], r["category"]) for r in rows} >= {("strict", "all"), ("strict", "counting")}
     assert (tmp_path / "lb" / "leaderboard.csv").read_text().startswith("model,benchmark,protocol,category")
     assert len(list((tmp_path / "pics").glob("*.png"))) == 3
+
+
+def _answer_file(path, texts, ids=None):
+    ids = range(len(texts)) if ids is None else ids
+    path.write_text("".join(json.dumps({"question_id": i, "text": t}) + "\n" for i, t in zip(ids, texts, strict=True)))
+    return str(path)
+
+
+def test_leaderboard_command_joins_score_files_of_several_benchmarks(tmp_path, capsys):
+    answers = json.loads((BENCH / "answers.json").read_text())
+    # RoboPoint answers on Where2Place (the original score table's path) and Molmo answers on RefSpatial-Bench
+    w2p = _answer_file(tmp_path / "robopoint.jsonl", answers["where2place"]["robopoint"]["texts"])
+    argv = ["eval", "score", "--answers", w2p, "--data-dir", str(FIXTURES / "where2place")]
+    assert main([*argv, "--protocols", "strict", "original", "--json", str(tmp_path / "w2p.json")]) == 0
+    ids = [r.question_id for r in load_benchmark(BENCH / "refspatial")]
+    ref = _answer_file(tmp_path / "molmo.jsonl", answers["refspatial"]["molmo"]["texts"], ids)
+    argv = ["eval", "score", "--answers", ref, "--data-dir", str(BENCH / "refspatial"), "--answer-format", "molmo"]
+    argv += ["--protocols", "strict", "roborefer", "--json", str(tmp_path / "ref.json"), "--bootstrap", "30"]
+    assert main([*argv, "--leaderboard", str(tmp_path / "direct")]) == 0
+    capsys.readouterr()
+
+    files = [str(tmp_path / "w2p.json"), str(tmp_path / "ref.json")]
+    board = tmp_path / "board"
+    assert main(["eval", "leaderboard", *files, "--output-dir", str(board), "--bootstrap", "30"]) == 0
+    assert "| molmo | refspatial | roborefer | all | 4 |" in capsys.readouterr().out
+    rows = json.loads((board / "leaderboard.json").read_text())["rows"]
+    scores = {**json.loads((tmp_path / "w2p.json").read_text()), **json.loads((tmp_path / "ref.json").read_text())}
+    for row in rows:
+        result = scores[row["model"]][row["protocol"]]
+        if row["category"] == "all":
+            assert row["score"] == result["accuracy"] and row["num_questions"] == len(result["per_question"])
+        else:
+            assert row["score"] == result["per_category"][row["category"]]
+    assert {(r["model"], r["benchmark"], r["protocol"]) for r in rows} == {
+        ("robopoint", "where2place", "strict"),
+        ("robopoint", "where2place", "original"),
+        ("molmo", "refspatial", "strict"),
+        ("molmo", "refspatial", "roborefer"),
+    }
+    assert {r["category"] for r in rows if r["benchmark"] == "refspatial"} == {"all", "location", "placement"}
+    # the same rows, intervals included, as `eval score --leaderboard` wrote from the answers themselves
+    direct = json.loads((tmp_path / "direct" / "leaderboard.json").read_text())["rows"]
+    assert [r for r in rows if r["benchmark"] == "refspatial"] == direct
+    assert (board / "leaderboard.csv").read_text().startswith("model,benchmark,protocol,category")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("not json", "not a JSON score file"),
+        ('{"m": {"strict": {"accuracy": 1.0}}}', "model 'm': no benchmark and per-question categories"),
+        ('{"m": {"benchmark": "b", "categories": [null], "strict": {"accuracy": 1.0}}}', "protocol 'strict'"),
+        ('{"m": {"benchmark": "b", "categories": [], "answer_file": "a.jsonl"}}', "no scores under any protocol"),
+    ],
+)
+def test_leaderboard_command_names_the_bad_score_file(tmp_path, capsys, content, message):
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    assert main(["eval", "leaderboard", str(bad), "--output-dir", str(tmp_path / "board")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"robopoint eval leaderboard: error: {bad}") and message in err and "\n" not in err
+
+
+def test_leaderboard_command_refuses_a_run_given_twice(tmp_path, capsys):
+    texts = json.loads((BENCH / "answers.json").read_text())["where2place"]["robopoint"]["texts"]
+    answer_file = _answer_file(tmp_path / "m.jsonl", texts)
+    argv = ["eval", "score", "--answers", answer_file, "--data-dir", str(FIXTURES / "where2place")]
+    assert main([*argv, "--protocols", "strict", "--json", str(tmp_path / "a.json")]) == 0
+    (tmp_path / "b.json").write_text((tmp_path / "a.json").read_text())
+    board = ["--output-dir", str(tmp_path / "board")]
+    assert main(["eval", "leaderboard", str(tmp_path / "a.json"), str(tmp_path / "b.json"), *board]) == 2
+    assert f"is also in {tmp_path / 'a.json'}" in capsys.readouterr().err
+    (tmp_path / "board").mkdir()
+    (tmp_path / "board" / "notes.txt").write_text("x")
+    assert main(["eval", "leaderboard", str(tmp_path / "a.json"), *board]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["eval", "leaderboard", str(tmp_path / "a.json"), *board, "--overwrite"]) == 0
 
 
 def test_metric_takes_answer_format_mask_convention_and_published_protocols():

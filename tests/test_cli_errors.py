@@ -46,12 +46,14 @@ def files(tmp_path_factory) -> dict[str, str]:
     no_gradio.mkdir(parents=True)
     (no_gradio / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'gradio'\", name='gradio')\n")
     (root / "bad_record.json").write_text(json.dumps([{"id": "r1", "conversations": "not a list"}]))
+    (root / "bad_scores.json").write_text('{"model": {"strict": 0.5}}')
     return {
         "root": str(root),
         "truncated": str(truncated),
         "bad_answers": str(root / "bad_answers.jsonl"),
         "no_gradio": str(root / "no_gradio"),
         "bad_record": str(root / "bad_record.json"),
+        "bad_scores": str(root / "bad_scores.json"),
     }
 
 
@@ -82,6 +84,7 @@ CASES = {
         2,
         "{bad_answers}",
     ),
+    "bad score file": (["eval", "leaderboard", "{bad_scores}", "--output-dir", "{root}/board"], 2, "{bad_scores}"),
     "bad training record": (
         ["train", "--data", "{bad_record}", "--model", str(DEFAULT_MODEL_DIR), "--output-dir", "{root}/run"],
         2,

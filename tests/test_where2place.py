@@ -102,14 +102,14 @@ def test_original_box_wraps_negative_bounds_like_numpy_slices():
     assert score_where2place(["[(-0.1, 0.0, 1.0, 0.1)]"], [mask]).per_question == [40 / 640]
 
 
-def test_micro_roboafford_category_mean_hand_computed():
+def test_micro_strict_round_category_mean_hand_computed():
     preds = ["[(0.1, 0.5), (0.6, 0.5), (0.9, 0.5)]", "[(0.3, 0.5)]", "bad"]
     masks = [MASK] * 3
     # micro: mask > 0 -> columns 0,1,2 count; hits 2 of 3 + 1 of 1; failures add no points -> 3 / 4
     assert score_where2place(preds, masks, protocol="micro").accuracy == 3 / 4
-    # roboafford: round(0.6 * 4) = round(2.4) = 2 (grey 100 < 0.5), round(0.9*4)=4 outside, round(0.1*4)=0
+    # strict_round: round(0.6 * 4) = round(2.4) = 2 (grey 100 < 0.5), round(0.9*4)=4 outside, round(0.1*4)=0
     # -> 1/3 ; round(0.3 * 4) = round(1.2) = 1 -> 1 ; bad -> 0
-    assert score_where2place(preds, masks, protocol="roboafford").per_question == [1 / 3, 1.0, 0.0]
+    assert score_where2place(preds, masks, protocol="strict_round").per_question == [1 / 3, 1.0, 0.0]
     # category_mean: strict per question [1/3, 1, 0]; a = mean(1/3, 0) = 1/6, b = 1 -> (1/6 + 1) / 2
     result = score_where2place(preds, masks, protocol="category_mean", categories=["a", "b", "a"])
     assert result.per_category == {"a": 1 / 6, "b": 1.0}

@@ -1,4 +1,4 @@
-"""``robopoint eval`` -- answer a Where2Place-layout benchmark with a model, and score answer files.
+"""``robopoint eval`` -- answer a benchmark with a model, score answer files, and tabulate score files.
 
 Needs the ``eval`` extra for ``--visualize`` (matplotlib): ``pip install "robopoint_hf[eval]"``.
 
@@ -27,6 +27,9 @@ Examples::
     robopoint eval score --answers molmo.jsonl --data-dir RefSpatial-Bench --split placement --answer-format molmo \\
         --protocols strict roborefer lmms_eval --json scores.json --leaderboard board/
 
+    # one leaderboard of models x benchmarks x protocols from the score files of several runs
+    robopoint eval leaderboard scores/*.json --output-dir board/
+
 Benchmark folders are read in their published layouts (``robopoint_hf.evaluation.benchmarks``: Where2Place, RoboAfford-Eval,
 RefSpatial-Bench, Point-Bench); ``eval run`` is another name for ``eval where2place``. Decoding is greedy by default (deterministic; a resumed
 run gives the same file); the original evaluation sampled at temperature 0.2 without a seed.
@@ -35,6 +38,7 @@ run gives the same file); the original evaluation sampled at temperature 0.2 wit
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from dataclasses import dataclass, field
@@ -48,17 +52,19 @@ from robopoint_hf.model.points import DEFAULT_MAX_NEW_TOKENS
 from robopoint_hf.model.templates import TEMPLATE_NAMES
 
 from .errors import UsageError
-from .options import GenerationOptions, add_dataclass_arguments, positive_int
+from .options import GenerationOptions, OutputDirOptions, add_dataclass_arguments, positive_int
 from .predict import DEFAULT_MODEL, add_loading_arguments, quantization_bits
 from .quiet import silence_progress_bars
 
 __all__ = [
+    "EvalBootstrapArguments",
     "EvalEndpointArguments",
     "EvalRunArguments",
     "EvalScoreArguments",
     "EvalScoringArguments",
     "add_parser",
     "run",
+    "run_leaderboard",
     "run_score",
     "run_where2place",
 ]
@@ -126,6 +132,12 @@ class EvalScoringArguments:
             "metavar": "OUT_DIR",
         },
     )
+
+
+@dataclass
+class EvalBootstrapArguments:
+    """The leaderboard's 95 % percentile-bootstrap intervals (``eval where2place``, ``score``, ``leaderboard``)."""
+
     bootstrap: int = field(
         default=1000, metadata={"help": "bootstrap resamples for the intervals (default: %(default)s)"}
     )
@@ -245,7 +257,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Registers ``eval`` (with sub-commands ``where2place`` and ``score``) on the ``robopoint`` command line."""
     parser = subparsers.add_parser(
         "eval",
-        help="answer a Where2Place-layout benchmark with a model, or score answer files",
+        help="answer a benchmark with a model, score answer files, or tabulate score files",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -270,6 +282,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     add_dataclass_arguments(answer, EvalRunArguments)
     add_dataclass_arguments(answer, EvalScoringArguments)
+    add_dataclass_arguments(answer, EvalBootstrapArguments)
     add_dataclass_arguments(
         answer,
         GenerationOptions,
@@ -293,6 +306,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     add_dataclass_arguments(score, EvalScoreArguments)
     add_dataclass_arguments(score, EvalScoringArguments)
+    add_dataclass_arguments(score, EvalBootstrapArguments)
+
+    board = verbs.add_parser(
+        "leaderboard",
+        help="one leaderboard (Markdown, CSV, JSON) of models x benchmarks x protocols from score files",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    board.add_argument(
+        "scores", nargs="+", metavar="SCORES.json", help="score files written by `eval score --json` (or eval run's)"
+    )
+    add_dataclass_arguments(
+        board,
+        OutputDirOptions,
+        defaults={"output_dir": dataclasses.MISSING},
+        helps={"output_dir": "leaderboard folder (must not exist or be empty, unless --overwrite)"},
+    )
+    add_dataclass_arguments(board, EvalBootstrapArguments)
     return parser
 
 
@@ -315,6 +346,7 @@ def _report_any(args: argparse.Namespace, labels, answer_files, records) -> int:
         format_markdown,
         leaderboard_rows,
         mask_array,
+        question_fields,
         score_records,
         write_leaderboard,
     )
@@ -328,7 +360,11 @@ def _report_any(args: argparse.Namespace, labels, answer_files, records) -> int:
     rows, scores, texts_by_model = [], {}, []
     for label, answer_file in zip(labels, answer_files, strict=True):
         answers = load_answers(answer_file)
-        scores[label] = {"answer_file": str(answer_file), "benchmark": benchmark, "answer_format": args.answer_format}
+        scores[label] = {
+            "answer_file": str(answer_file),
+            "answer_format": args.answer_format,
+            **question_fields(records),
+        }
         for protocol in args.protocols:
             try:
                 texts = align_answers(records, answers, by_position=protocol == "original")
@@ -337,7 +373,13 @@ def _report_any(args: argparse.Namespace, labels, answer_files, records) -> int:
             result = score_records(records, texts, protocol, answer_format=args.answer_format, masks=masks)
             scores[label][protocol] = result.to_dict()
             rows += leaderboard_rows(
-                label, benchmark, protocol, result, records, num_samples=args.bootstrap, seed=args.bootstrap_seed
+                label,
+                benchmark,
+                protocol,
+                result,
+                [r.category for r in records],
+                num_samples=args.bootstrap,
+                seed=args.bootstrap_seed,
             )
             if protocol == args.protocols[0]:
                 texts_by_model.append((texts, result))
@@ -392,8 +434,13 @@ def _report(args: argparse.Namespace, labels, answer_files, questions) -> int:
     results = score_answer_files(answer_files, args.data_dir, protocols=args.protocols, questions=questions)
     print(format_score_table(labels, results, args.protocols))
     if args.json:
+        from robopoint_hf.evaluation.leaderboard import question_fields
+
+        scores = scores_to_dict(labels, answer_files, results)
+        for entry in scores.values():
+            entry.update(answer_format=args.answer_format, **question_fields(questions))
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(scores_to_dict(labels, answer_files, results), f, indent=1)
+            json.dump(scores, f, indent=1)
         print(f"scores: {args.json}")
     if args.visualize:
         from robopoint_hf.evaluation.plots import save_question_plots, save_summary_chart
@@ -418,6 +465,22 @@ def run_score(args: argparse.Namespace) -> int:
         raise UsageError(f"got {len(args.answers)} answer files but {len(labels)} --labels")
     questions = load_benchmark(args.data_dir, args.benchmark, split=args.split, question_file=args.question_file)
     return _report(args, labels, args.answers, questions)
+
+
+def run_leaderboard(args: argparse.Namespace) -> int:
+    """``robopoint eval leaderboard``: score files -> one table; a bad file is a one-line error naming it."""
+    import os
+
+    from robopoint_hf.evaluation.leaderboard import format_markdown, leaderboard_from_score_files, write_leaderboard
+
+    folder = args.output_dir
+    if os.path.isdir(folder) and os.listdir(folder) and not args.overwrite:
+        raise UsageError(f"--output-dir {folder} exists and is not empty; pass --overwrite to write into it")
+    rows = leaderboard_from_score_files(args.scores, num_samples=args.bootstrap, seed=args.bootstrap_seed)
+    print(format_markdown(rows))
+    written = write_leaderboard(rows, folder)
+    print(f"leaderboard: {', '.join(str(p) for p in written)}")
+    return 0
 
 
 def _run_endpoint(args: argparse.Namespace) -> int:
@@ -533,7 +596,12 @@ def run_where2place(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Runs the sub-command; ``robopoint eval`` alone prints the help."""
-    verbs = {"where2place": run_where2place, "run": run_where2place, "score": run_score}
+    verbs = {
+        "where2place": run_where2place,
+        "run": run_where2place,
+        "score": run_score,
+        "leaderboard": run_leaderboard,
+    }
     if args.eval_command is None:
         args.eval_parser.print_help()
         return 2

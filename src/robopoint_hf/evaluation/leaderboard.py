@@ -179,13 +179,18 @@ def leaderboard_rows(
     benchmark: str,
     protocol: str,
     result: Result,
-    records: Sequence[BenchmarkRecord],
+    categories: Sequence[str | None],
     *,
     num_samples: int = 1000,
     seed: int = 0,
 ) -> list[LeaderboardRow]:
-    """The overall row and one row per category for one model x benchmark x protocol."""
-    categories = [r.category for r in records]
+    """The overall row and one row per category for one model x benchmark x protocol.
+
+    Args:
+        categories (`Sequence[str | None]`): each question's category, in the order of ``result.per_question``.
+    """
+    if len(categories) != len(result.per_question):
+        raise ValueError(f"got {len(result.per_question)} scored questions but {len(categories)} categories")
     rows = [
         LeaderboardRow(
             model,
@@ -194,7 +199,7 @@ def leaderboard_rows(
             "all",
             result.accuracy,
             *bootstrap_interval(result, protocol, categories=categories, num_samples=num_samples, seed=seed),
-            len(records),
+            len(categories),
         )
     ]
     for category in sorted({c for c in categories if c is not None}):
@@ -235,6 +240,114 @@ def format_markdown(rows: Sequence[LeaderboardRow]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ------------------------------------------------------------------------------------------- score files
+
+
+def question_fields(records: Sequence[BenchmarkRecord]) -> dict[str, Any]:
+    """What a score file (``eval score --json``) keeps of the questions, so that `read_score_file` can rebuild
+    per-category rows and their intervals without the benchmark folder."""
+    return {
+        "benchmark": records[0].benchmark if records else None,
+        "question_ids": [r.question_id for r in records],
+        "categories": [r.category for r in records],
+    }
+
+
+def result_from_dict(data: dict[str, Any]) -> Result:
+    """The `ProtocolResult` or `Where2PlaceResult` whose ``to_dict()`` is ``data`` (unknown keys are refused)."""
+    kind = ProtocolResult if "protocol" in data else Where2PlaceResult
+    names = set(kind.__dataclass_fields__)
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown result fields {unknown}")
+    return kind(**data)
+
+
+@dataclass(frozen=True)
+class ScoredRun:
+    """One model x benchmark x protocol of a score file: its result and each question's category."""
+
+    model: str
+    benchmark: str
+    protocol: str
+    result: Result
+    categories: list[str | None]
+    source: str
+
+
+def read_score_file(path: str | os.PathLike) -> list[ScoredRun]:
+    """Every model x protocol a score file written by ``robopoint eval score --json`` holds.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not such a score file; the message starts with the file and names the model and
+            protocol at fault.
+    """
+    path = Path(path)
+    with path.open(encoding="utf-8") as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not a JSON score file ({e})") from e
+    if not isinstance(data, dict) or not data:
+        raise ValueError(f"{path}: expected the object `robopoint eval score --json` writes, {{model: scores}}")
+    runs = []
+    for model, entry in data.items():
+        where = f"{path}: model {model!r}"
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where}: expected an object of scores, got {type(entry).__name__}")
+        if "categories" not in entry or not entry.get("benchmark"):
+            raise ValueError(
+                f"{where}: no benchmark and per-question categories; rewrite it with `robopoint eval score --json`"
+            )
+        protocols = [name for name in entry if name in ALL_PROTOCOLS]
+        if not protocols:
+            raise ValueError(f"{where}: no scores under any protocol ({', '.join(ALL_PROTOCOLS)})")
+        for protocol in protocols:
+            try:
+                result = result_from_dict(entry[protocol])
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{where}, protocol {protocol!r}: {e}") from e
+            if len(entry["categories"]) != len(result.per_question):
+                raise ValueError(
+                    f"{where}, protocol {protocol!r}: {len(result.per_question)} scored questions but "
+                    f"{len(entry['categories'])} categories"
+                )
+            runs.append(ScoredRun(model, entry["benchmark"], protocol, result, entry["categories"], str(path)))
+    return runs
+
+
+def leaderboard_from_score_files(
+    paths: Sequence[str | os.PathLike], *, num_samples: int = 1000, seed: int = 0
+) -> list[LeaderboardRow]:
+    """The leaderboard of several score files: rows ordered by benchmark, protocol, then score (best first).
+
+    One model x benchmark x protocol may appear in one file only; a second one is refused, naming both files.
+    """
+    seen: dict[tuple[str, str, str], str] = {}
+    runs = []
+    for path in paths:
+        for run in read_score_file(path):
+            key = (run.model, run.benchmark, run.protocol)
+            if key in seen:
+                raise ValueError(
+                    f"{path}: model {run.model!r} on {run.benchmark} under {run.protocol} is also in {seen[key]}"
+                )
+            seen[key] = run.source
+            runs.append(run)
+    runs.sort(key=lambda r: (r.benchmark, ALL_PROTOCOLS.index(r.protocol), -_sortable(r.result.accuracy), r.model))
+    rows = []
+    for run in runs:
+        rows += leaderboard_rows(
+            run.model, run.benchmark, run.protocol, run.result, run.categories, num_samples=num_samples, seed=seed
+        )
+    return rows
+
+
+def _sortable(value: float) -> float:
+    return -math.inf if math.isnan(value) else value
+
+
 def write_leaderboard(rows: Sequence[LeaderboardRow], out_dir: str | os.PathLike) -> list[Path]:
     """Write ``leaderboard.md``, ``leaderboard.csv`` and ``leaderboard.json`` (fractions, not %) into ``out_dir``."""
     out = Path(out_dir)
@@ -253,11 +366,16 @@ def write_leaderboard(rows: Sequence[LeaderboardRow], out_dir: str | os.PathLike
 __all__ = [
     "ALL_PROTOCOLS",
     "LeaderboardRow",
+    "ScoredRun",
     "align_answers",
     "bootstrap_interval",
     "format_markdown",
+    "leaderboard_from_score_files",
     "leaderboard_rows",
     "mask_array",
+    "question_fields",
+    "read_score_file",
+    "result_from_dict",
     "score_records",
     "write_leaderboard",
 ]

@@ -8,11 +8,13 @@ format             what the model writes                                 frame o
 =================  ====================================================  ==========================================
 ``robopoint``      ``[(0.46, 0.52), ...]`` (also RoboRefer)              0-1 of the original image (integer tuples:
                                                                           pixels of the original image)
-``molmo``          ``<point x="61.5" y="40.4" alt="..">..</point>``,     0-100 of the image (Molmo, Molmo2)
+``molmo``          ``<point x="61.5" y="40.4" alt="..">..</point>``,     0-100 of the image (Molmo)
                    ``<points x1=".." y1=".." x2=..>..</points>``
-``qwen2.5-vl``     JSON ``[{"point_2d": [x, y], "label": ..}]``          pixels of the model's RESIZED input
-                                                                          (`smart_resize`), mapped back here
-``qwen3-vl``       JSON ``[{"point_2d": [x, y], "label": ..}]``          0-1000 of the image
+                   ``<points coords="1 1 900 400 2 911 800">..``         0-1000 of the image (Molmo2: image index,
+                                                                         then ``point-index x y`` triplets)
+``qwen2.5-vl``     JSON ``[{"point_2d": [x, y], "label": ..}]``, or      pixels of the model's RESIZED input
+                   XML ``<points x1=".." y1="..">..</points>``           (`smart_resize`), mapped back here
+``qwen3-vl``       as ``qwen2.5-vl``                                     0-1000 of the image
 ``gemini-er``      JSON ``[{"point": [y, x], "label": ..}]``             0-1000 of the image, **y first**
 ``robobrain2``     ``[(376, 309), (332, 357), ...]``                     pixels of the original image
 ``embodied-r1``    ``<point>[[x, y], ...]</point>`` (inside ``<answer>``  pixels of the original image; a value
@@ -57,6 +59,11 @@ _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _MOLMO_POINT = re.compile(rf'<point\s+x\s*=\s*"({_NUMBER})"\s+y\s*=\s*"({_NUMBER})"[^>]*>', re.IGNORECASE)
 _MOLMO_POINTS = re.compile(r"<points\s+([^>]*)>", re.IGNORECASE)
 _MOLMO_COORD = re.compile(rf'\b([xy])(\d+)\s*=\s*"({_NUMBER})"')
+# Molmo2 `UnifiedPointFormatter` ("html-v1"/"html-v2"): coords="<image> <i> <x> <y> <i> <x> <y>..." in 0-1000, frames
+# separated by tab, colon, comma or semicolon.
+_MOLMO2_COORDS = re.compile(r'<(?:points|tracks)\b[^>]*?\bcoords="([0-9\t:;, .]+)"')
+_MOLMO2_FRAME = re.compile(r"(?:^|\t|:|,|;)([0-9.]+) ([0-9. ]+)")
+_MOLMO2_TRIPLET = re.compile(r"([0-9]+) ([0-9]{3,4}) ([0-9]{3,4})")
 _JSON_PAIR = rf"\[\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\]"
 _EMBODIED_BLOCK = re.compile(r"<point>(.*?)</point>", re.DOTALL)
 _EMBODIED_PAIR = re.compile(_JSON_PAIR)
@@ -104,18 +111,38 @@ def _json_values(text: str, key: str) -> list[tuple[float, float]]:
     return [(float(a), float(b)) for a, b in pattern.findall(text)]
 
 
-def _molmo_pairs(text: str) -> list[tuple[float, float]]:
-    found: list[tuple[int, list[tuple[float, float]]]] = []
+def _point_tags(text: str) -> list[tuple[float, float, float]]:
+    """Molmo-style point tags as ``(x, y, scale)`` in text order.
+
+    ``x``/``y`` attributes come with scale 100 (Molmo's 0-100 frame), Molmo2 coords with scale 1000; Molmo2 points
+    outside 0-1000 are dropped, as its own ``extract_multi_image_points`` drops points off the image.
+    """
+    found: list[tuple[int, list[tuple[float, float, float]]]] = []
     for match in _MOLMO_POINT.finditer(text):
-        found.append((match.start(), [(float(match.group(1)), float(match.group(2)))]))
+        found.append((match.start(), [(float(match.group(1)), float(match.group(2)), 100.0)]))
     for match in _MOLMO_POINTS.finditer(text):
         coords: dict[tuple[str, str], float] = {}
         for axis, index, value in _MOLMO_COORD.findall(match.group(1)):
             coords[(axis, index)] = float(value)
         indices = sorted({i for _, i in coords}, key=int)
-        pairs = [(coords[("x", i)], coords[("y", i)]) for i in indices if ("x", i) in coords and ("y", i) in coords]
-        found.append((match.start(), pairs))
-    return [pair for _, pairs in sorted(found, key=lambda f: f[0]) for pair in pairs]
+        tags = [
+            (coords[("x", i)], coords[("y", i)], 100.0) for i in indices if ("x", i) in coords and ("y", i) in coords
+        ]
+        found.append((match.start(), tags))
+    for match in _MOLMO2_COORDS.finditer(text):
+        tags = []
+        for frame in _MOLMO2_FRAME.finditer(match.group(1)):
+            for _, x, y in _MOLMO2_TRIPLET.findall(frame.group(2)):
+                if float(x) <= 1000 and float(y) <= 1000:
+                    tags.append((float(x), float(y), 1000.0))
+        found.append((match.start(), tags))
+    return [tag for _, tags in sorted(found, key=lambda f: f[0]) for tag in tags]
+
+
+def _qwen_pairs(text: str) -> list[tuple[float, float]]:
+    """Qwen's ``point_2d`` JSON values, or else the values of its documented XML form (``<points x1=".." y1="..">``)."""
+    pairs = _json_values(text, "point_2d")
+    return pairs if pairs else [(x, y) for x, y, _ in _point_tags(text)]
 
 
 def _embodied_pairs(text: str) -> list[tuple[float, float]]:
@@ -166,8 +193,8 @@ def parse_answer(
     Example:
 
     ```python
-    >>> parse_answer('<point x="61.5" y="40.4" alt="mug">mug</point>', "molmo").points
-    [Point(x=0.615, y=0.404, normalized=True)]
+    >>> parse_answer('<point x="61.5" y="40.5" alt="mug">mug</point>', "molmo").points
+    [Point(x=0.615, y=0.405, normalized=True)]
     >>> parse_answer('```json\\n[{"point": [250, 750], "label": "cup"}]\\n```', "gemini-er").points
     [Point(x=0.75, y=0.25, normalized=True)]
     ```
@@ -194,15 +221,15 @@ def parse_answer(
         return ParsedAnswer(points, boxes, text, parsed.parse_failed, items)
 
     if answer_format == "molmo":
-        points = _normalized(_molmo_pairs(text), 100.0, 100.0)
+        points = [Point(x / scale, y / scale, True) for x, y, scale in _point_tags(text)]
     elif answer_format == "qwen3-vl":
-        points = _normalized(_json_values(text, "point_2d"), 1000.0, 1000.0)
+        points = _normalized(_qwen_pairs(text), 1000.0, 1000.0)
     elif answer_format == "gemini-er":
         points = _normalized([(x, y) for y, x in _json_values(text, "point")], 1000.0, 1000.0)
     elif answer_format == "qwen2.5-vl":
         width, height = _require_size(image_size, answer_format)
         resized_h, resized_w = smart_resize(height, width, min_pixels=min_pixels, max_pixels=max_pixels)
-        points = _normalized(_json_values(text, "point_2d"), resized_w, resized_h)
+        points = _normalized(_qwen_pairs(text), resized_w, resized_h)
     elif answer_format == "robobrain2":
         width, height = _require_size(image_size, answer_format)
         pairs = [(p.x, p.y) for p in parse_points(text).points]

@@ -11,7 +11,7 @@ protocol                normalized ->   rounding      mask value          unpars
 ``original``            640 x 480       ``int()``     soft, value / 255   skipped         mean of questions
 ``strict`` (default)    real mask size  floor         value/255 >= 0.5    scores 0        mean of questions
 ``micro``               real mask size  floor         value > 0           no points       mean over all points
-``roboafford``          real mask size  ``round()``   value/255 >= 0.5    scores 0        mean of questions
+``strict_round``        real mask size  ``round()``   value/255 >= 0.5    scores 0        mean of questions
 ``category_mean``       as ``strict``   floor         value/255 >= 0.5    scores 0        mean of category means
 ======================  ==============  ============  ==================  ==============  ====================
 
@@ -26,11 +26,12 @@ protocol                normalized ->   rounding      mask value          unpars
   ``num_skipped``) -- "fixes" nothing, by design.
 * ``strict`` fixes the original's bugs: points scale by the real image size, JPEG masks are binarised, an unparseable
   answer is a wrong answer (0), boxes are clipped (no wrap-around).
-* ``micro`` is the Embodied-R1 variant (a micro average over all predicted points of ``mask > 0``); ``roboafford``
-  rounds scaled coordinates with Python ``round()`` and thresholds at 0.5 (RoboAfford); ``category_mean`` averages
-  per category first (lmms-eval ports). These three follow those projects' published descriptions; the exact
-  scorers of Embodied-R1, RoboAfford-Eval, lmms-eval and RoboRefer, checked against their code, are
-  `robopoint_hf.evaluation.protocols`.
+* ``micro``, ``strict_round`` and ``category_mean`` are ours; no published scorer is any of them. ``micro`` pools all
+  predicted points of all questions (a point counts where ``mask > 0``; an unparseable answer adds no points),
+  ``strict_round`` is ``strict`` with Python ``round()`` instead of floor, ``category_mean`` averages ``strict``'s
+  per-question scores per category first, then the categories. The published scorers they resemble are reproduced
+  bit-exactly in `robopoint_hf.evaluation.protocols`: Embodied-R1's micro average is ``embodied_r1``, RoboAfford-Eval's
+  ``round()`` reading is ``roboafford_eval``; lmms-eval, RoboAfford-Eval and RoboRefer all average over questions.
 
 Box expansion for the non-original protocols: corners are scaled like points, the box is the half-open pixel range
 ``[x0, x1) x [y0, y1)`` clipped to the image, every pixel counts as one point (as in the original).
@@ -52,8 +53,8 @@ from PIL import Image
 
 from .points import Box, ParsedAnswer, Point, parse_points
 
-Protocol = Literal["original", "strict", "micro", "roboafford", "category_mean"]
-PROTOCOLS: tuple[str, ...] = ("original", "strict", "micro", "roboafford", "category_mean")
+Protocol = Literal["original", "strict", "micro", "strict_round", "category_mean"]
+PROTOCOLS: tuple[str, ...] = ("original", "strict", "micro", "strict_round", "category_mean")
 ORIGINAL_FRAME = (640, 480)
 """(width, height) the original scorer scales normalized coordinates by, whatever the image size."""
 
@@ -370,7 +371,7 @@ def score_where2place(
 
     original = protocol == "original"
     parse_mode = "original" if original else "robust"
-    rounding = {"original": "truncate", "roboafford": "round"}.get(protocol, "floor")
+    rounding = {"original": "truncate", "strict_round": "round"}.get(protocol, "floor")
     masks = load_masks(references)
 
     per_question: list[float | None] = []

@@ -38,7 +38,7 @@ Where2Place scores where a model points: each predicted point is looked up in a 
 question's score is the fraction of its points that land in free space. Several protocols exist in the literature;
 `protocol="original"` reproduces RoboPoint's summarize_vqa.py exactly (640x480 scaling, soft JPEG masks,
 unparseable answers skipped), `protocol="strict"` (default) scales by the real mask size, binarises the mask at 0.5
-and scores unparseable answers 0. Also `micro`, `roboafford` and `category_mean`.
+and scores unparseable answers 0. Also `micro`, `strict_round` and `category_mean` (ours, like `strict`).
 """
 
 _KWARGS_DESCRIPTION = """
@@ -47,7 +47,7 @@ Args:
         already parsed normalized points [[x, y], ...] (a 4-element item is an x0, y0, x1, y1 box).
     references (`list[PIL.Image.Image]` or `list[list[list[int]]]`): one single-channel mask per question
         (0..255; 255 = free space).
-    protocol (`str`, *optional*, defaults to `"strict"`): one of "original", "strict", "micro", "roboafford",
+    protocol (`str`, *optional*, defaults to `"strict"`): one of "original", "strict", "micro", "strict_round",
         "category_mean", or a published harness's scorer, reproduced exactly: "lmms_eval", "lmms_eval_json",
         "roboafford_eval", "roborefer", "embodied_r1" (these read raw answer texts and masks their own way).
     answer_format (`str`, *optional*): the answers' format ("robopoint", "molmo", "qwen2.5-vl", "qwen3-vl",
