@@ -79,9 +79,8 @@ def test_smart_resize_matches_transformers(size):
 
 
 def test_gemini_er_is_y_first_thousandths():
-    # No Gemini Robotics-ER answer is published in a form stored here: the grammar is the cookbook's prompt
-    # ('[{"point": <point>, "label": <label1>}, ...] The points are in [y, x] format normalized to 0-1000') and its
-    # rendering rule (`const [y, x] = pointData.point; left = x/1000`). The text below is ours.
+    # The published answer (ai.google.dev robotics-overview, in EXAMPLES) is bare JSON. The texts below are ours: the
+    # same grammar in a ```json fence, and an empty list.
     gemini = '```json\n[{"point": [750, 250], "label": "cup"}]\n```'
     assert _xy(parse_answer(gemini, "gemini-er")) == [(0.25, 0.75)]
     assert parse_answer("```json\n[]\n```", "gemini-er").parse_failed is False
