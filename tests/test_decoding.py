@@ -20,6 +20,7 @@ from robopoint_hf.model.decoding import (
     AnswerGrammar,
     AnswerLogitsProcessor,
     answer_decoding_kwargs,
+    jump_forward_generate,
     token_bytes,
 )
 from robopoint_hf.model.points import ANSWER_REGEX, answer_regex, format_points, parse_points
@@ -155,6 +156,115 @@ def test_stop_at_answer_end_cuts_a_runaway_answer():
     assert processor.tokenizer.decode(free, skip_special_tokens=True) == "[(12, 34)] and then"
     assert processor.tokenizer.decode(stopped, skip_special_tokens=True) == "[(12, 34)]"
     assert stopped.tolist() == free[: len(stopped)].tolist()
+
+
+# ------------------------------------------------------------------------------------------- jump-forward
+@pytest.mark.parametrize("name", ["llama", "shipped"])
+def test_forced_tokens_spell_what_every_answer_writes_next(tokenizers, name):
+    """At every token boundary of real answers, the forced text is a prefix of what the answer writes next, the
+    forced tokens are allowed one after the other, and the text is forced exactly where the grammar has one way on."""
+    tokenizer = tokenizers[name]
+    grammar = AnswerGrammar.for_tokenizer(tokenizer, max_points=3)
+    spelled, rng = token_bytes(tokenizer), random.Random(2)
+    prompt = tokenizer("ASSISTANT:", add_special_tokens=False).input_ids
+    seen = set()
+    for _ in range(40):
+        points = [(rng.choice([0.0, 1.0, rng.random()]), rng.random()) for _ in range(rng.randint(0, 3))]
+        answer = format_points(points)
+        ids = tokenizer("ASSISTANT: " + answer, add_special_tokens=False).input_ids[len(prompt) :]
+        full = b"".join(spelled[token] for token in ids)
+        assert full.decode().strip() == answer
+        state, written = grammar.initial_state, 0
+        for token in ids:
+            forced = grammar.forced_tokens(state)
+            text, walk = b"".join(spelled[t] for t in forced), state
+            for forced_token in forced:
+                walk = grammar.next_state(walk, forced_token)
+                assert walk is not None
+            assert full[written:].startswith(text), (answer, full[:written], text)
+            seen.add(text.decode())
+            written += len(spelled[token])
+            state = grammar.next_state(state, token)
+    assert {", ", ".000, "} <= seen
+    assert "." in seen or name == "shipped"  # the shipped vocabulary writes "0.8" as one token
+    assert grammar.forced_tokens(grammar.initial_state) == ()  # " [" or "[": two ways
+
+
+def decode_both_ways(model, processor, inputs, max_points=None, **options):
+    """Constrained greedy decoding without and with jump-forward: [(outputs, unmasked scores)] x 2, forwards x 2."""
+    width = inputs["input_ids"].shape[1]
+    results, forwards = [], []
+    counter = model.register_forward_hook(lambda *_: forwards.__setitem__(-1, forwards[-1] + 1))
+    try:
+        for jump in (False, True):
+            forwards.append(0)
+            kwargs = answer_decoding_kwargs(
+                processor.tokenizer,
+                width,
+                max_points=max_points,
+                vocab_size=model.config.text_config.vocab_size,
+                keep_unmasked_scores=True,
+                jump_forward=jump,
+                generate_kwargs=dict(do_sample=False, return_dict_in_generate=True, output_scores=True, **options),
+            )
+            outputs = model.generate(**inputs, **kwargs)
+            results.append((outputs, kwargs["logits_processor"][-1].unmasked_scores))
+    finally:
+        counter.remove()
+    return results, forwards
+
+
+def test_jump_forward_gives_greedy_tokens_with_fewer_forwards(vicuna_full):
+    """The fixture checkpoint (Llama tokenizer): jump-forward writes the tokens of constrained greedy decoding, with
+    the same scores up to float summation order, in fewer model forwards; also when max_points forces the end, and
+    when max_new_tokens cuts a draft."""
+    processor = RoboPointProcessor(
+        RoboPointImageProcessor(), AutoTokenizer.from_pretrained(ORIGINAL / "vicuna-mlp2x-full")
+    )
+    inputs = processor(images=str(ORIGINAL / "images/sink.jpg"), text=QUESTION, return_tensors="pt")
+    for options in (dict(max_new_tokens=60), dict(max_new_tokens=60, max_points=1), dict(max_new_tokens=9)):
+        results, forwards = decode_both_ways(vicuna_full, processor, inputs, **options)
+        (plain, plain_scores), (jumped, jumped_scores) = results
+        assert jumped.sequences.tolist() == plain.sequences.tolist()
+        assert len(jumped.scores) == len(plain.scores) == len(jumped_scores) == len(plain_scores)
+        for a, b in zip(plain_scores, jumped_scores, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
+        if options["max_new_tokens"] == 60:
+            assert forwards[1] < 0.8 * forwards[0], forwards
+
+
+def test_jump_forward_closes_the_answer_when_max_points_forces_it():
+    from robopoint_hf import RoboPointForConditionalGeneration
+
+    model = RoboPointForConditionalGeneration.from_pretrained(default_model()).eval()
+    processor = RoboPointProcessor.from_pretrained(default_model())
+    image = Image.open(f"{default_model()}/example_0_free_space_between.jpg")
+    inputs = processor(images=image, text="Find free space between the two objects.", return_tensors="pt")
+    width = inputs["input_ids"].shape[1]
+    texts = []
+    for jump in (False, True):
+        kwargs = answer_decoding_kwargs(
+            processor.tokenizer, width, max_points=2, vocab_size=model.config.text_config.vocab_size, jump_forward=jump
+        )
+        ids = model.generate(**inputs, max_new_tokens=60, do_sample=False, **kwargs)[0, width:]
+        texts.append(processor.tokenizer.decode(ids, skip_special_tokens=True))
+    assert texts[0] == texts[1]
+    assert len(parse_points(texts[1]).points) == 2 and texts[1].endswith(")]")
+
+
+def test_jump_forward_refuses_what_it_cannot_decode():
+    model, processor = tiny_model(), tiny_processor()
+    image = Image.new("RGB", (40, 30))
+    one = processor(images=image, text="Point.", return_tensors="pt")
+    two = processor(images=[image] * 2, text=["Point.", "Point to it."], return_tensors="pt")
+    width = two["input_ids"].shape[1]
+    kwargs = answer_decoding_kwargs(processor.tokenizer, width, vocab_size=32000, jump_forward=True)
+    with pytest.raises(ValueError, match="batch size 1"):
+        model.generate(**two, max_new_tokens=4, do_sample=False, **kwargs)
+    with pytest.raises(ValueError, match="batch size 1"):
+        model.generate(**one, max_new_tokens=4, do_sample=True, **kwargs)
+    with pytest.raises(ValueError, match="AnswerLogitsProcessor"):
+        model.generate(**one, max_new_tokens=4, do_sample=False, custom_generate=jump_forward_generate)
 
 
 # ------------------------------------------------------------------------------------------- shared prefix
