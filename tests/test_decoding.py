@@ -267,6 +267,53 @@ def test_jump_forward_refuses_what_it_cannot_decode():
         model.generate(**one, max_new_tokens=4, do_sample=False, custom_generate=jump_forward_generate)
 
 
+# ------------------------------------------------------------------------------------------- distinct points
+def state_after(grammar: AnswerGrammar, tokenizer, text: str) -> tuple[int, bytes]:
+    """Automaton state and spelled bytes after the answer prefix `text`, tokenized as a model writes it."""
+    prompt = tokenizer("ASSISTANT:", add_special_tokens=False).input_ids
+    ids = tokenizer("ASSISTANT: " + text, add_special_tokens=False).input_ids[len(prompt) :]
+    state, spelled = grammar.initial_state, token_bytes(tokenizer)
+    for token in ids:
+        state = grammar.next_state(state, token)
+    return state, b"".join(spelled[token] for token in ids)
+
+
+def test_repeating_tokens_are_those_that_close_an_earlier_point(tokenizers):
+    tokenizer = tokenizers["llama"]
+    grammar = AnswerGrammar.for_tokenizer(tokenizer)
+    spelling = {d: {t for t, b in token_bytes(tokenizer).items() if b == d.encode()} for d in "01"}
+    assert len(spelling["0"]) == 2  # the digit and its byte-fallback token <0x30>
+    state, text = state_after(grammar, tokenizer, "[(0.100, 0.200), (0.100, 0.20")
+    assert set(grammar.repeating_tokens(state, text)) == spelling["0"]
+    # "1" can only become "1.000)": it repeats the first point.
+    state, text = state_after(grammar, tokenizer, "[(0.100, 1.000), (0.100, ")
+    assert set(grammar.repeating_tokens(state, text)) == spelling["1"]
+    # Not inside a tuple, or no earlier point: nothing to block.
+    assert grammar.repeating_tokens(*state_after(grammar, tokenizer, "[(0.100, 0.200), ")) == []
+    assert grammar.repeating_tokens(*state_after(grammar, tokenizer, "[(0.100, 0.20")) == []
+    # Every way on repeats: the row keeps the repetition rather than having no allowed token.
+    earlier = ", ".join(f"(0.100, 0.20{d})" for d in range(10))
+    assert grammar.repeating_tokens(*state_after(grammar, tokenizer, f"[{earlier}, (0.100, 0.20")) == []
+
+
+def test_distinct_points_on_the_shipped_model(shipped_pipe):
+    image = f"{default_model()}/example_0_free_space_between.jpg"
+    question = "Find free space between the two objects."
+    repeated = shipped_pipe(image, question, max_new_tokens=120)
+    distinct = shipped_pipe(image, question, max_new_tokens=120, distinct_points=True)
+    tuples = re.findall(r"\([^()]*\)", repeated["text"])
+    assert len(set(tuples)) < len(tuples)  # the shipped model repeats itself here
+    tuples = re.findall(r"\([^()]*\)", distinct["text"])
+    assert len(set(tuples)) == len(tuples) == len(distinct["points"]) > 1
+    assert re.fullmatch(ANSWER_REGEX, distinct["text"]) and tuples[0] == repeated["text"][1:15]
+    free = shipped_pipe(image, question, max_new_tokens=120, constrained=False, distinct_points=True)
+    assert free["text"] == repeated["text"]
+    unique = {(p["x"], p["y"]) for p in repeated["points"]}
+    assert [(p["x"], p["y"]) for p in free["points"]] == sorted(
+        unique, key=[(p["x"], p["y"]) for p in repeated["points"]].index
+    )
+
+
 # ------------------------------------------------------------------------------------------- shared prefix
 def test_shared_prefix_gives_the_original_tokens(vicuna_full):
     """Prefix prefilled once for three questions: the reference question keeps the ORIGINAL code's exact ids, and

@@ -57,6 +57,13 @@ class PredictArguments:
             "type": positive_int,
         },
     )
+    distinct_points: bool = field(
+        default=False,
+        metadata={
+            "help": "no point twice (constrained: a repeated point is not allowed; free: repeats are dropped)",
+            "action": "store_true",
+        },
+    )
 
 
 def add_loading_arguments(parser, helps: dict | None = None, model_default: str | None = DEFAULT_MODEL, **kw) -> None:
@@ -148,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
         args.instruction,
         max_new_tokens=args.max_new_tokens,
         max_points=args.max_points,
+        distinct_points=args.distinct_points,
         answer_format=args.format_instruction,
         constrained=args.constrained,
     )

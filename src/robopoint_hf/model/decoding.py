@@ -207,6 +207,30 @@ class AnswerGrammar:
             state = self._index.get_next_state(state, token)
         return tuple(tokens)
 
+    def repeating_tokens(self, state: int, text: bytes) -> list[int]:
+        """Tokens allowed in ``state`` after which the grammar can only close a tuple that ``text`` already holds.
+
+        The open tuple is extended by each candidate token and the text the grammar then forces (the ``.000`` after
+        a ``1``, the closing ``)``); a candidate is repeating when that closes the tuple as an earlier one. Nothing
+        is reported when every allowed token repeats (the row would have no way on; it keeps the repetition).
+        """
+        start = text.rfind(b"(")
+        if start < 0 or text.rfind(b")") > start:
+            return []
+        earlier = set(re.findall(rb"\([^()]*\)", text[:start]))
+        if not earlier:
+            return []
+        current, allowed, repeating = text[start:], self._allowed_spellings(state), []
+        for token, spelled in allowed:
+            following = self._index.get_next_state(state, token)
+            if following is None:
+                continue
+            written = current + spelled + b"".join(self._spelled[t] for t in self.forced_tokens(following))
+            close = written.find(b")")
+            if close >= 0 and written[: close + 1] in earlier:
+                repeating.append(token)
+        return [] if len(repeating) == len(allowed) else repeating
+
     def blocked(self, state: int | None) -> torch.Tensor:
         """``~mask(state)``, cached; for None (a row no longer constrained) nothing is blocked."""
         blocked = self._blocked.get(state)
@@ -231,6 +255,9 @@ class AnswerLogitsProcessor(LogitsProcessor):
         keep_unmasked_scores (`bool`, *optional*, defaults to `False`): keep every step's scores as they were before
             the mask in `unmasked_scores`, so a token's confidence can be read under the model's own distribution
             (the mask renormalizes over the allowed tokens, which would inflate it).
+        distinct_points (`bool`, *optional*, defaults to `False`): also block the tokens that would close a tuple
+            equal to an earlier one of the row (`AnswerGrammar.repeating_tokens`). "No tuple twice" is not a regular
+            property of the answer, so it is checked on each row's text rather than compiled into the automaton.
 
     Example:
 
@@ -240,10 +267,17 @@ class AnswerLogitsProcessor(LogitsProcessor):
     ```
     """
 
-    def __init__(self, grammar: AnswerGrammar, prompt_length: int, keep_unmasked_scores: bool = False):
+    def __init__(
+        self,
+        grammar: AnswerGrammar,
+        prompt_length: int,
+        keep_unmasked_scores: bool = False,
+        distinct_points: bool = False,
+    ):
         self.grammar = grammar
         self.prompt_length = prompt_length
         self.unmasked_scores: list[torch.Tensor] | None = [] if keep_unmasked_scores else None
+        self.distinct_points = distinct_points
         self._states: dict[tuple[int, ...], int | None] = {(): grammar.initial_state}
 
     def state(self, tokens: tuple[int, ...]) -> int | None:
@@ -258,14 +292,23 @@ class AnswerLogitsProcessor(LogitsProcessor):
             self._states[tokens[:end]] = state
         return state
 
+    def _text(self, tokens: tuple[int, ...]) -> bytes:
+        return b"".join(self.grammar._spelled.get(token, b"") for token in tokens)
+
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.unmasked_scores is not None:
             # Indexed by answer position: a decoding loop that checks drafted tokens scores a position again once
             # its earlier tokens changed; the later call is the one that counts.
             del self.unmasked_scores[input_ids.shape[1] - self.prompt_length :]
             self.unmasked_scores.append(scores)
-        generated = input_ids[:, self.prompt_length :].tolist()
-        blocked = [self.grammar.blocked(self.state(tuple(tokens))) for tokens in generated]
+        generated = [tuple(tokens) for tokens in input_ids[:, self.prompt_length :].tolist()]
+        states = [self.state(tokens) for tokens in generated]
+        blocked = [self.grammar.blocked(state) for state in states]
+        if self.distinct_points:
+            for row, (tokens, state) in enumerate(zip(generated, states, strict=True)):
+                if state is not None and (repeating := self.grammar.repeating_tokens(state, self._text(tokens))):
+                    blocked[row] = blocked[row].clone()
+                    blocked[row][torch.tensor(repeating, dtype=torch.long)] = True
         blocked = blocked[0].unsqueeze(0) if len(blocked) == 1 else torch.stack(blocked)
         if scores.shape[1] != self.grammar.vocab_size:  # logits wider than the grammar's vocabulary: block the rest
             extra = scores.shape[1] - self.grammar.vocab_size
@@ -422,6 +465,7 @@ def answer_decoding_kwargs(
     constrained: bool = True,
     stop_at_answer_end: bool = True,
     max_points: int | None = None,
+    distinct_points: bool = False,
     vocab_size: int | None = None,
     keep_unmasked_scores: bool = False,
     jump_forward: bool = False,
@@ -435,6 +479,8 @@ def answer_decoding_kwargs(
         constrained (`bool`, *optional*, defaults to `True`): mask tokens outside the answer language.
         stop_at_answer_end (`bool`, *optional*, defaults to `True`): end a row at the closing ``]``.
         max_points (`int`, *optional*): with ``constrained``, the answer closes after this many points.
+        distinct_points (`bool`, *optional*, defaults to `False`): with ``constrained``, no point twice in a row's
+            answer (see `AnswerLogitsProcessor`).
         vocab_size (`int`, *optional*): width of the model's logits.
         keep_unmasked_scores (`bool`, *optional*, defaults to `False`): see `AnswerLogitsProcessor`.
         jump_forward (`bool`, *optional*, defaults to `False`): with ``constrained``, decode with
@@ -450,7 +496,7 @@ def answer_decoding_kwargs(
     if constrained:
         grammar = AnswerGrammar.for_tokenizer(tokenizer, max_points=max_points, vocab_size=vocab_size)
         processors = LogitsProcessorList(kwargs.get("logits_processor") or [])
-        processors.append(AnswerLogitsProcessor(grammar, prompt_length, keep_unmasked_scores))
+        processors.append(AnswerLogitsProcessor(grammar, prompt_length, keep_unmasked_scores, distinct_points))
         kwargs["logits_processor"] = processors
         if jump_forward:
             kwargs["custom_generate"] = jump_forward_generate

@@ -43,7 +43,7 @@ from transformers.pipelines import PIPELINE_REGISTRY
 
 from .decoding import AnswerLogitsProcessor, answer_decoding_kwargs
 from .image_processing_robopoint import load_image
-from .point_records import answer_records, item_scores, keep_top_points
+from .point_records import answer_records, drop_repeated_points, item_scores, keep_top_points
 from .points import DEFAULT_MAX_NEW_TOKENS, add_answer_format, parse_points
 from .templates import IMAGE_PLACEHOLDER
 
@@ -136,6 +136,9 @@ class RoboPointPipeline(Pipeline):
             ``constrained=False`` decodes free text.
         stop_at_answer_end (`bool`, *optional*, defaults to `True`):
             End each answer at the ``]`` that closes it, also when decoding free text.
+        distinct_points (`bool`, *optional*, defaults to `False`):
+            No point twice in an answer. Constrained: a token that would close a point equal to an earlier one is
+            not allowed (the model writes its next choice). Free text: repeated points are dropped from ``points``.
         jump_forward (`bool`, *optional*, defaults to `True`):
             Constrained, greedy, one row per ``generate`` call: write the text the grammar forces (``.`` after
             ``0``, ``", "`` between values) in the forward of the token before it, checked against the model's own
@@ -212,6 +215,7 @@ class RoboPointPipeline(Pipeline):
         max_points: int | None = None,
         constrained: bool | None = None,
         stop_at_answer_end: bool | None = None,
+        distinct_points: bool | None = None,
         jump_forward: bool | None = None,
         max_new_tokens: int | None = None,
         generate_kwargs: dict | None = None,
@@ -236,6 +240,8 @@ class RoboPointPipeline(Pipeline):
             forward_params["stop_at_answer_end"] = bool(stop_at_answer_end)
         if jump_forward is not None:
             forward_params["jump_forward"] = bool(jump_forward)
+        if distinct_points is not None:
+            forward_params["distinct_points"] = postprocess_params["distinct_points"] = bool(distinct_points)
         if max_points is not None:
             if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 1:
                 raise ValueError(f"max_points must be a positive integer, got {max_points!r}.")
@@ -324,6 +330,7 @@ class RoboPointPipeline(Pipeline):
         constrained: bool = True,
         stop_at_answer_end: bool = True,
         jump_forward: bool = True,
+        distinct_points: bool = False,
         max_points: int | None = None,
     ) -> dict[str, Any]:
         input_ids, attention_mask = left_align(model_inputs["input_ids"], model_inputs["attention_mask"])
@@ -340,6 +347,7 @@ class RoboPointPipeline(Pipeline):
             constrained=constrained,
             stop_at_answer_end=stop_at_answer_end,
             max_points=max_points,
+            distinct_points=distinct_points,
             vocab_size=self.model.config.get_text_config().vocab_size,
             keep_unmasked_scores=True,
             jump_forward=jump_forward and greedy and input_ids.shape[0] == 1,
@@ -364,7 +372,9 @@ class RoboPointPipeline(Pipeline):
             "image_size": model_inputs["image_size"],
         }
 
-    def postprocess(self, model_outputs: dict[str, Any], max_points: int | None = None) -> dict[str, Any]:
+    def postprocess(
+        self, model_outputs: dict[str, Any], max_points: int | None = None, distinct_points: bool = False
+    ) -> dict[str, Any]:
         tokenizer = self.processor.tokenizer
         token_ids = model_outputs["tokens"][0].tolist()
         logprobs = model_outputs["token_logprobs"][0].tolist()
@@ -376,6 +386,8 @@ class RoboPointPipeline(Pipeline):
         parsed = parse_points(text)
         scores = item_scores(text, parsed, token_char_ends(tokenizer, token_ids), logprobs) if parsed.items else []
         points, boxes = answer_records(parsed, tuple(model_outputs["image_size"]), scores)
+        if distinct_points:
+            points = drop_repeated_points(points)
         return {
             "points": keep_top_points(points, max_points),
             "boxes": boxes,

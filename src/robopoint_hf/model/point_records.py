@@ -106,6 +106,16 @@ def answer_records(
     return points, boxes
 
 
+def drop_repeated_points(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The points without the repetitions of an earlier point (same ``x`` and ``y``), in the model's order."""
+    seen, kept = set(), []
+    for point in points:
+        if (point["x"], point["y"]) not in seen:
+            seen.add((point["x"], point["y"]))
+            kept.append(point)
+    return kept
+
+
 def keep_top_points(points: list[dict[str, Any]], max_points: int | None) -> list[dict[str, Any]]:
     """The ``max_points`` highest-scoring points, still in the model's order (ties: earlier point wins)."""
     if max_points is None or len(points) <= max_points:
@@ -114,4 +124,12 @@ def keep_top_points(points: list[dict[str, Any]], max_points: int | None) -> lis
     return [points[index] for index in sorted(ranked)]
 
 
-__all__ = ["answer_records", "box_record", "item_scores", "item_spans", "keep_top_points", "point_record"]
+__all__ = [
+    "answer_records",
+    "box_record",
+    "drop_repeated_points",
+    "item_scores",
+    "item_spans",
+    "keep_top_points",
+    "point_record",
+]
