@@ -7,9 +7,11 @@ Each comparison runs ours and the baseline side by side in one process (fp32, CP
    steered to the same answer in every run by a bias on the answer's next token (`SteerToAnswer`), so outputs are
    equal and only the decoding machinery differs;
 2. five questions about one image: five independent ``generate`` calls vs one batched call with
-   ``share_prefix=True`` (identical tokens asserted), and one question with and without ``share_prefix``.
+   ``share_prefix=True`` (identical tokens asserted), and one question with and without ``share_prefix``. What
+   sharing saves depends on how much of a decoding step is each row's cache rather than the weights every row
+   shares: ``--wide`` repeats it on one decoder layer of the 7B's width, where that balance is the real model's.
 
-    python benchmarks/bench_decoding.py [--repeats 3]
+    python benchmarks/bench_decoding.py [--repeats 3] [--wide]
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from PIL import Image
 from transformers import AutoTokenizer, LogitsProcessor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_generate import QUESTIONS, ROOT, TOKENIZER, build_models  # noqa: E402
+from bench_generate import QUESTIONS, ROOT, TEXT, TOKENIZER, VISION, build_models  # noqa: E402
+from random_models import random_robopoint  # noqa: E402
 
 from robopoint_hf import RoboPointImageProcessor, RoboPointProcessor  # noqa: E402
 from robopoint_hf.model.decoding import AnswerGrammar, AnswerLogitsProcessor, answer_decoding_kwargs  # noqa: E402
@@ -57,10 +60,40 @@ class SteerToAnswer(LogitsProcessor):
         return scores
 
 
+def shared_prefix_times(model, processor, image, new_tokens: int, repeats: int) -> tuple[float, float, float, float]:
+    """Five questions about one image: five ``generate`` calls vs one with ``share_prefix=True`` (identical tokens
+    asserted), and one question without and with ``share_prefix``; best times (s)."""
+    generate = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+    singles = [processor(images=image, text=question, return_tensors="pt") for question in QUESTIONS[:5]]
+    batch = processor(images=[image] * 5, text=QUESTIONS[:5], return_tensors="pt")
+    with torch.inference_mode():
+        t_five, t_shared, alone, shared = interleaved(
+            lambda: [model.generate(**one, **generate) for one in singles],
+            lambda: model.generate(**batch, **generate, share_prefix=True),
+            repeats,
+        )
+        for row, ids in enumerate(alone):
+            assert shared[row, -new_tokens:].tolist() == ids[0, -new_tokens:].tolist()
+        t_one, t_one_shared, one, one_shared = interleaved(
+            lambda: model.generate(**singles[0], **generate),
+            lambda: model.generate(**singles[0], **generate, share_prefix=True),
+            repeats,
+        )
+        assert torch.equal(one, one_shared)
+    return t_five, t_shared, t_one, t_one_shared
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--new-tokens", type=int, default=48, help="answer length in the prefix-sharing runs")
+    parser.add_argument(
+        "--wide",
+        action="store_true",
+        help="prefix sharing also on one decoder layer of the 7B's width (hidden 4096, MLP 11008), where the cache of "
+        "a row weighs against the weights as in the real model",
+    )
+    parser.add_argument("--wide-tokens", type=int, default=16, help="answer length of the --wide runs")
     args = parser.parse_args()
     torch.set_num_threads(2)
     model, _ = build_models()
@@ -112,23 +145,13 @@ def main() -> None:
         t_mask = (time.perf_counter() - start) / (args.repeats * len(con))
 
     # 2. shared prefix
-    generate = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False)
-    singles = [processor(images=image, text=question, return_tensors="pt") for question in QUESTIONS[:5]]
-    batch = processor(images=[image] * 5, text=QUESTIONS[:5], return_tensors="pt")
-    with torch.inference_mode():
-        t_five, t_shared, alone, shared = interleaved(
-            lambda: [model.generate(**one, **generate) for one in singles],
-            lambda: model.generate(**batch, **generate, share_prefix=True),
-            args.repeats,
-        )
-        for row, ids in enumerate(alone):
-            assert shared[row, -args.new_tokens :].tolist() == ids[0, -args.new_tokens :].tolist()
-        t_one, t_one_shared, one, one_shared = interleaved(
-            lambda: model.generate(**singles[0], **generate),
-            lambda: model.generate(**singles[0], **generate, share_prefix=True),
-            args.repeats,
-        )
-        assert torch.equal(one, one_shared)
+    sharing = {"mid-size": shared_prefix_times(model, processor, image, args.new_tokens, args.repeats)}
+    if args.wide:
+        text = {**TEXT, "hidden_size": 4096, "intermediate_size": 11008, "num_attention_heads": 32}
+        text.update(num_key_value_heads=32, num_hidden_layers=1)
+        wide = random_robopoint(VISION, text, projector_type="mlp2x_gelu")
+        sharing["7B width, 1 layer"] = shared_prefix_times(wide, processor, image, args.wide_tokens, args.repeats)
+        del wide
 
     print(f"mid-size random model (bench_generate.py), fp32 CPU, 2 threads, best of {args.repeats}; shared machine")
     print(f"8-point answer: {answer[:40]}... ({len(answer_ids)} tokens)")
@@ -149,12 +172,15 @@ def main() -> None:
     print(
         f"| grammar mask per step (ms) / free step (ms) | {1e3 * step_free:.2f} | {1e3 * t_mask:.3f} | {100 * t_mask / step_free:.1f} % | < 5 % |"
     )
-    print(
-        f"| 5 questions, 1 image (s): 5 calls / shared prefix | {t_five:.3f} | {t_shared:.3f} | {t_five / t_shared:.2f}x | >= 4x |"
-    )
-    print(
-        f"| 1 question (s): share_prefix / plain | {t_one:.3f} | {t_one_shared:.3f} | {t_one_shared / t_one:.3f} | <= 1.03 |"
-    )
+    for name, (t_five, t_shared, t_one, t_one_shared) in sharing.items():
+        print(
+            f"| {name}: 5 questions, 1 image (s): 5 calls / shared prefix | {t_five:.3f} | {t_shared:.3f} "
+            f"| {t_five / t_shared:.2f}x | >= 4x |"
+        )
+        print(
+            f"| {name}: 1 question (s): plain / share_prefix | {t_one:.3f} | {t_one_shared:.3f} "
+            f"| {t_one_shared / t_one:.3f} | <= 1.03 |"
+        )
 
 
 if __name__ == "__main__":

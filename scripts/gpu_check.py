@@ -17,8 +17,9 @@ budget (``--budget-s``) skips the sections, or the workloads inside one, that no
 3. ``latency-13b`` / ``latency-7b``: random weights in the published shapes (Vicuna-13B / -7B + CLIP
    ViT-L/14-336, bf16), ours and transformers' ``LlavaForConditionalGeneration`` sharing the same weights, side
    by side: prefill of one Where2Place-like question, one answer of 8 points (length forced), a batch of 8
-   questions, five questions about one frame; plus the pipeline with free vs grammar-constrained decoding and
-   five questions sharing one frame's prefix. Milliseconds per answer, tokens/s, peak GPU memory.
+   questions, five questions about one frame; plus the pipeline with free vs grammar-constrained decoding (step
+   by step and with jump-forward) and five questions sharing one frame's prefix. Milliseconds per answer,
+   tokens/s, peak GPU memory.
 4. ``latency-13b-4bit``: the same model with its language model in 4-bit NF4 (bitsandbytes), if installed.
 5. ``lora-7b``: LoRA training steps on the 7B shape: our trainer vs plain TRL ``SFTTrainer`` on the native class
    with the same weights and data, samples/s and peak memory, if TRL is installed.
@@ -668,13 +669,15 @@ def _ratio_note(section: dict, workload: str, models: dict) -> None:
 
 
 def _decoding_rows(section, args, model, processor, frame, prompts, new_tokens, device, budget) -> None:
-    """Pipeline rows: free vs grammar-constrained decoding, and five questions on one frame (shared prefix)."""
+    """Pipeline rows: free vs grammar-constrained decoding (step by step and with jump-forward), and five questions
+    on one frame (shared prefix)."""
     from robopoint_hf.model.pipeline_robopoint import RoboPointPipeline
 
     pipe = RoboPointPipeline(model=model, processor=processor, device=device.torch_device)
     cases = [
         ("pipeline, free decoding", prompts[0], {"constrained": False}),
-        ("pipeline, constrained decoding", prompts[0], {"constrained": True}),
+        ("pipeline, constrained decoding, step by step", prompts[0], {"constrained": True, "jump_forward": False}),
+        ("pipeline, constrained decoding, jump-forward", prompts[0], {"constrained": True}),
         ("pipeline, 5 questions, 1 frame (shared prefix)", prompts[:5], {}),
     ]
     for workload, text, options in cases:

@@ -84,7 +84,8 @@ def test_latency_compares_ours_with_native_llava_on_the_same_weights(report, sec
     workloads = ["prefill, 1 question", "1 question", "batch of 8 questions", "5 questions, 1 frame"]
     decoding = [
         "pipeline, free decoding",
-        "pipeline, constrained decoding",
+        "pipeline, constrained decoding, step by step",
+        "pipeline, constrained decoding, jump-forward",
         "pipeline, 5 questions, 1 frame (shared prefix)",
     ]
     assert [(row["workload"], row["model"]) for row in rows] == [

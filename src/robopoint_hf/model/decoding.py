@@ -164,7 +164,8 @@ class AnswerGrammar:
 
         The forced text is found byte by byte (every allowed token starts with the same byte, and the answer cannot
         end there); it is then cut into the longest allowed tokens, preferring a vocabulary token to a byte-fallback
-        one of the same spelling. That is a guess of how the model writes it, not a rule: `jump_forward_generate`
+        one of the same spelling, and cut short where an allowed token would write the rest of it and more (the
+        model may write ``),`` where ``)`` is forced). That is a guess of how the model writes it, not a rule: `jump_forward_generate`
         checks every forced token against the model's own choice. Cached per state.
         """
         forced = self._forced.get(state)
@@ -194,9 +195,13 @@ class AnswerGrammar:
     def _tokens_for(self, state: int, text: bytes) -> tuple[int, ...]:
         tokens, start = [], 0
         while start < len(text):
+            allowed = self._allowed_spellings(state)
+            rest = text[start:]
+            if any(len(spelled) > len(rest) and spelled.startswith(rest) for _, spelled in allowed):
+                break  # a token may write the rest of the forced text and more (`),` after `)`): not a safe guess
             fitting = [
                 (len(spelled), token not in self._byte_fallback, -token)
-                for token, spelled in self._allowed_spellings(state)
+                for token, spelled in allowed
                 if text.startswith(spelled, start)
             ]
             if not fitting:
