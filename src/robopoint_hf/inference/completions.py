@@ -183,7 +183,7 @@ def parse_chat_request(body: Any, model_name: str, *, default_max_new_tokens: in
     for name, reason in UNSUPPORTED_FIELDS.items():
         if body.get(name):
             raise RequestError(400, f"{name}: {reason}")
-    if body.get("n", 1) != 1:
+    if body.get("n") not in (None, 1):
         raise RequestError(400, f"n: one answer per request (n=1), got {body.get('n')!r}")
     image, text = _message_parts(body.get("messages"))
     max_tokens = _number(body, "max_completion_tokens", int, 1) or _number(body, "max_tokens", int, 1)

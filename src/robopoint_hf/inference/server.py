@@ -172,14 +172,14 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/health":
             self._send(200, {"status": "ok"})
-        elif self.path in ("/v1/models", "/models"):
+        elif self.path == "/v1/models":
             model = {"id": self.server.model_name, "object": "model", "created": 0, "owned_by": "robopoint_hf"}
             self._send(200, {"object": "list", "data": [model]})
         else:
             self._error(404, f"no such endpoint: GET {self.path}")
 
     def do_POST(self) -> None:
-        if self.path not in ("/v1/chat/completions", "/chat/completions"):
+        if self.path != "/v1/chat/completions":
             self._error(404, f"no such endpoint: POST {self.path}")
             return
         try:
