@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -116,6 +117,17 @@ def test_ctrl_c_stops_the_server_with_130():
         running.process.send_signal(signal.SIGINT)
         assert running.process.wait(timeout=30) == 130
         assert running.log_text().rstrip().endswith("robopoint serve: error: interrupted")
+
+
+def test_a_port_in_use_fails_before_the_model_loads(capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == 2
+    assert (
+        f"robopoint serve: error: cannot listen on 127.0.0.1:{port}: Address already in use" in capsys.readouterr().err
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- parsing

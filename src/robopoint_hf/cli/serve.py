@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 from dataclasses import dataclass, field
 
 from robopoint_hf.dtypes import DEFAULT_DTYPES
@@ -32,7 +33,7 @@ from .options import add_dataclass_arguments, positive_int
 from .predict import add_loading_arguments, quantization_bits, resolve_device
 from .quiet import silence_progress_bars
 
-__all__ = ["ServeArguments", "add_parser", "run"]
+__all__ = ["ServeArguments", "add_parser", "check_can_listen", "run"]
 
 
 @dataclass
@@ -73,6 +74,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
+def check_can_listen(host: str, port: int) -> None:
+    """Fails at once, naming the address, where the server could not listen: before the model loads, not after."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise UsageError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Loads the model, then serves until Ctrl-C or SIGTERM (exit code 130, after closing the socket)."""
     if args.model is None:
@@ -82,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be in 0..65535, got {args.port}")
     bits = quantization_bits(args)
+    check_can_listen(args.host, args.port)
     device = resolve_device(args.device)
     model = os.path.expanduser(args.model)
     if model.startswith(("/", ".", "~")) and not os.path.isdir(model):
