@@ -64,6 +64,19 @@ def test_eval_against_robopoint_serve_batches_and_equals_the_local_run(server, t
 
 
 @pytest.mark.slow
+def test_seeded_sampling_gives_the_local_runners_answers(server, tmp_path):
+    """Each request carries its question's seed and is answered alone, as the local runner answers with batch 1."""
+    local, served = tmp_path / "local.jsonl", tmp_path / "served.jsonl"
+    common = ["eval", "where2place", "--data-dir", str(REAL), "--max-new-tokens", "16", "--model-id", "m"]
+    common += ["--temperature", "0.7", "--seed", "5"]
+    assert main([*common, "--output", str(local), "--model", MODEL]) == 0
+    assert main([*common, "--output", str(served), "--endpoint", server.url, "--concurrency", BATCH]) == 0
+    assert served.read_bytes() == local.read_bytes()
+    greedy = main([*common[:-4], "--output", str(tmp_path / "greedy.jsonl"), "--model", MODEL])
+    assert greedy == 0 and (tmp_path / "greedy.jsonl").read_bytes() != local.read_bytes()  # it did sample
+
+
+@pytest.mark.slow
 def test_constrained_requests_are_decoded_in_the_grammar_and_scored_like_the_pipeline(server, pipe):
     instruction = "Point to the free space left of the mug."
     body = build_request(IMAGE, instruction, model=MODEL, max_points=2, max_tokens=64)
