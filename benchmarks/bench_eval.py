@@ -1,8 +1,8 @@
 """Questions per second of ``robopoint eval``'s backends, each against its own baseline, side by side in one run.
 
 1. The OpenAI-compatible endpoint backend, ``--concurrency 8`` vs 1 (target >= 3x), against two local servers:
-   ``transformers serve`` (one ``generate`` per request; ``--continuous-batching`` batches token ids only, so it cannot
-   batch an image model) and ``robopoint serve`` (concurrent requests answered in one batched pipeline call).
+   ``transformers serve`` (one ``generate`` per request; with ``--continuous-batching`` too for an image model: only
+   LLMs are batched) and ``robopoint serve`` (concurrent requests answered in one batched pipeline call).
 2. The local runner (``pipeline("robopoint")``): ``--batch-size 8`` vs 1.
 
 Models: the original-format fixture checkpoint (tiny Vicuna + CLIP, 576 image tokens), exported as plain LLaVA for
