@@ -1,8 +1,10 @@
-"""A real OpenAI-compatible server (``transformers serve``) on 127.0.0.1 for tests, and the models it serves.
+"""Real OpenAI-compatible servers (``transformers serve``, ``robopoint serve``) on 127.0.0.1 for tests, and the
+models they serve.
 
-The server is the one users run (``transformers serve MODEL``): FastAPI + uvicorn around ``generate``, answering
-``/v1/chat/completions`` with the model's own chat template and processor. It needs ``transformers[serving]``
-(FastAPI, uvicorn, openai); tests skip with that hint when they are missing.
+``transformers serve MODEL`` is FastAPI + uvicorn around ``generate``, answering ``/v1/chat/completions`` with the
+model's own chat template and processor; it needs ``transformers[serving]`` (FastAPI, uvicorn, openai), and tests
+skip with that hint when they are missing. ``robopoint serve`` is ours (`robopoint_hf.inference.server`), started as
+users start it.
 
 The served models are exports of the original-format fixture checkpoint (``robopoint export``); the
 same checkpoint converted to our format (``robopoint convert``) is the local side of every comparison, so an
@@ -51,6 +53,54 @@ def serving_available() -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class RunningServer:
+    """A server process started by `running_server`: its API base, its log file and the process itself."""
+
+    url: str
+    log: Path
+    process: subprocess.Popen
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def running_server(
+    command: list[str], port: int, *, name: str, startup_timeout: float = STARTUP_TIMEOUT_S
+) -> Iterator[RunningServer]:
+    """Runs ``command`` (a server that listens on 127.0.0.1:``port``), waits for ``/health`` and yields it.
+
+    The server runs in its own process group, which is terminated (then killed) on exit whatever happened, so no
+    test leaves a server behind. Start-up is bounded by ``startup_timeout``; a server that is not up by then, or
+    exits, fails with the end of its log.
+    """
+    import httpx
+
+    log = tempfile.NamedTemporaryFile(prefix="openai-server-", suffix=".log", delete=False)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            try:
+                if httpx.get(f"{base_url}/health", timeout=1.0).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} not up after {startup_timeout:.0f} s:\n{_tail(log.name)}")
+            with contextlib.suppress(subprocess.TimeoutExpired):  # waits 0.2 s for the model to load, or exits
+                process.wait(timeout=0.2)
+                raise RuntimeError(f"{name} exited with {process.returncode}:\n{_tail(log.name)}")
+        yield RunningServer(url=f"{base_url}/v1", log=Path(log.name), process=process)
+    finally:
+        _stop(process)
+        log.close()
+        os.unlink(log.name)
+
+
 @contextlib.contextmanager
 def openai_server(
     model: str | os.PathLike,
@@ -62,14 +112,8 @@ def openai_server(
     """Runs ``transformers serve MODEL`` on 127.0.0.1 and yields its base URL (``http://127.0.0.1:PORT/v1``).
 
     ``extra_args`` are more ``transformers serve`` options (e.g. ``("--continuous-batching",)``).
-
-    The server runs in its own process group, which is terminated (then killed) on exit whatever happened, so no
-    test leaves a server behind. Start-up is bounded by ``startup_timeout``.
     """
-    import httpx
-
     port = port or free_port()
-    log = tempfile.NamedTemporaryFile(prefix="openai-server-", suffix=".log", delete=False)
     command = [
         sys.executable,
         "-m",
@@ -88,27 +132,20 @@ def openai_server(
         "warning",
         *extra_args,
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + startup_timeout
-        while True:
-            try:
-                if httpx.get(f"{base_url}/health", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"transformers serve not up after {startup_timeout:.0f} s:\n{_tail(log.name)}")
-            with contextlib.suppress(subprocess.TimeoutExpired):  # waits 0.2 s for the model to load, or exits
-                process.wait(timeout=0.2)
-                raise RuntimeError(f"transformers serve exited with {process.returncode}:\n{_tail(log.name)}")
-        yield f"{base_url}/v1"
-    finally:
-        _stop(process)
-        log.close()
-        os.unlink(log.name)
+    with running_server(command, port, name="transformers serve", startup_timeout=startup_timeout) as server:
+        yield server.url
+
+
+@contextlib.contextmanager
+def robopoint_server(
+    model: str | os.PathLike, *extra_args: str, startup_timeout: float = STARTUP_TIMEOUT_S
+) -> Iterator[RunningServer]:
+    """Runs ``robopoint serve --model MODEL`` (and ``extra_args``) on 127.0.0.1, float32 on CPU."""
+    port = free_port()
+    command = [sys.executable, "-m", "robopoint_hf.cli", "serve", "--model", str(model), "--port", str(port)]
+    command += ["--device", "cpu", "--dtype", "float32", *extra_args]
+    with running_server(command, port, name="robopoint serve", startup_timeout=startup_timeout) as server:
+        yield server
 
 
 def _stop(process: subprocess.Popen) -> None:

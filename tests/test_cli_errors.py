@@ -91,6 +91,8 @@ CASES = {
         "r1",
     ),
     "missing extra": (["demo", "--model", str(DEFAULT_MODEL_DIR)], 2, 'pip install "robopoint_hf[demo]"'),
+    "serve: missing model folder": (["serve", "--model", "{root}/no-model"], 2, "{root}/no-model"),
+    "serve: negative batch timeout": (["serve", "--batch-timeout", "-1"], 2, "--batch-timeout"),
 }
 
 

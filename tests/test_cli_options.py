@@ -10,7 +10,7 @@ import pytest
 from robopoint_hf.cli import main, make_parser
 
 LOADING = {"--model", "--device", "--dtype", "--load-in-4bit", "--load-in-8bit"}
-MODEL_LOADERS = ("predict", "eval where2place", "demo")
+MODEL_LOADERS = ("predict", "eval where2place", "demo", "serve")
 FOLDER_WRITERS = ("convert", "export", "merge-lora", "synth", "eval leaderboard")
 GENERATORS = ("predict", "eval where2place")
 

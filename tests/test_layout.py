@@ -23,12 +23,14 @@ LIGHT_MODULES = (
     "robopoint_hf.inference.deproject",
     "robopoint_hf.inference.placement",
     "robopoint_hf.inference.serving",
+    "robopoint_hf.inference.completions",
+    "robopoint_hf.inference.server",
     "robopoint_hf.evaluation.where2place",
     "robopoint_hf.evaluation.protocols",
     "robopoint_hf.evaluation.answer_formats",
     "robopoint_hf.checkpoints",
 )
-VERBS = ("predict", "convert", "export", "train", "merge-lora", "eval", "synth", "demo")
+VERBS = ("predict", "convert", "export", "train", "merge-lora", "eval", "synth", "demo", "serve")
 
 
 def _modules() -> dict[str, Path]:

@@ -64,7 +64,25 @@ def test_build_messages_options(tmp_path):
     assert formatted.count(ANSWER_FORMAT_SUFFIX) == 1
     url = "https://example.com/sink.jpg"
     assert build_messages(url, "x")[0]["content"][0]["image_url"]["url"] == url
-    assert image_data_url(path, "jpeg").startswith("data:image/jpeg;base64,")
+    assert image_data_url(Image.open(path), "jpeg").startswith("data:image/jpeg;base64,")
+
+
+def test_encoded_files_are_sent_as_they_are_unless_a_server_could_read_them_otherwise(tmp_path):
+    """A plain RGB JPEG/PNG/WEBP goes unchanged (the server decodes the bytes the pipeline decodes, no re-encoding);
+    an EXIF rotation, an alpha channel or a palette is resolved here, as lossless PNG, so every server agrees."""
+    pixels = np.random.default_rng(0).integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    plain, rotated, rgba = tmp_path / "plain.jpg", tmp_path / "rotated.jpg", tmp_path / "rgba.png"
+    Image.fromarray(pixels).save(plain)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees": transformers' load_image applies it, the pipeline does not
+    Image.fromarray(pixels).save(rotated, exif=exif)
+    Image.fromarray(pixels).convert("RGBA").save(rgba)
+    header, payload = image_data_url(plain, "png").split(",", 1)
+    assert header == "data:image/jpeg;base64" and base64.b64decode(payload) == plain.read_bytes()
+    assert image_data_url(plain.read_bytes()) == image_data_url(plain)
+    for path in (rotated, rgba):
+        sent = decode_data_url(image_data_url(path))  # asserts PNG
+        assert np.array_equal(np.asarray(sent), np.asarray(Image.open(path).convert("RGB")))
 
 
 @pytest.mark.parametrize(

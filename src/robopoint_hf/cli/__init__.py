@@ -27,6 +27,7 @@ _VERB_MODULES = (
     "eval",
     "synth",
     "demo",
+    "serve",
 )
 
 DEBUG_FLAG = "--debug"

@@ -21,16 +21,13 @@ when the demo stops. Needs the ``demo`` extra: ``pip install "robopoint_hf[demo]
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ipaddress
 import os
-import signal
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from robopoint_hf.demo import DEFAULT_HOST, DEFAULT_MAX_FILE_SIZE, DEFAULT_PORT
 
 from .errors import UsageError
+from .listening import is_loopback, stop_on_sigterm
 from .options import add_dataclass_arguments
 from .predict import DEFAULT_MODEL, add_loading_arguments, quantization_bits
 from .quiet import silence_progress_bars
@@ -104,37 +101,6 @@ def parse_model_specs(specs: list[str]) -> dict[str, str]:
     return models
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-@contextlib.contextmanager
-def _stop_on_sigterm() -> Iterator[None]:
-    """Turns SIGTERM (``kill``, systemd, container stop) into the Ctrl-C path while the demo serves.
-
-    Python's default SIGTERM ends the process without unwinding, which would leave the temporary folder with
-    visitors' images behind; as a KeyboardInterrupt, Gradio closes its server and the folder is removed.
-    """
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def run(args: argparse.Namespace) -> int:
     """Loads the models, starts the page and serves until interrupted."""
 
@@ -157,11 +123,11 @@ def run(args: argparse.Namespace) -> int:
 
     from robopoint_hf.demo.app import build_demo, gradio_temp_dir, launch_demo
 
-    if not _is_loopback(args.host):
+    if not is_loopback(args.host):
         print(f"robopoint demo: warning: listening on {args.host}; anyone who can reach it can use the models.")
     bits = quantization_bits(args)
     silence_progress_bars()
-    with gradio_temp_dir(), _stop_on_sigterm():
+    with gradio_temp_dir(), stop_on_sigterm():
         demo = build_demo(models, device=args.device, dtype=args.dtype, bits=bits)
         try:
             launch_demo(demo, host=args.host, port=args.port, share=args.share, max_file_size=args.max_file_size)

@@ -15,7 +15,7 @@ Examples::
     accelerate launch --num_processes 4 -m robopoint_hf.cli eval where2place --model ./robopoint-13b \\
         --data-dir where2place --output answers/robopoint-13b.jsonl --batch-size 8
 
-    # a model served by any OpenAI-compatible engine (vLLM, SGLang, TGI, transformers serve): 8 requests at a time
+    # a model served by any OpenAI-compatible server (vLLM, SGLang, TGI, transformers serve, robopoint serve): 8 at a time
     robopoint eval where2place --endpoint http://127.0.0.1:8000/v1 --endpoint-model robopoint-13b-llava \\
         --data-dir where2place --output answers/r13b-vllm.jsonl --concurrency 8
 

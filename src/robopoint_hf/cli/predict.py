@@ -28,7 +28,7 @@ from .errors import UsageError
 from .options import GenerationOptions, ModelLoadingOptions, add_dataclass_arguments, positive_int
 from .quiet import silence_progress_bars
 
-__all__ = ["DEFAULT_MODEL", "PredictArguments", "add_parser", "run"]
+__all__ = ["DEFAULT_MODEL", "PredictArguments", "add_parser", "resolve_device", "run"]
 
 DEFAULT_MODEL: str | None = default_model()
 """Model used without ``--model``: the tiny demonstration model shipped in the package (synthetic scenes only)."""
@@ -86,6 +86,17 @@ def quantization_bits(args: argparse.Namespace) -> int | None:
     return 4 if args.load_in_4bit else 8 if args.load_in_8bit else None
 
 
+def resolve_device(requested: str | None) -> str:
+    """``--device``, or cuda when there is one, else cpu; a device this machine lacks is a usage error."""
+    import torch
+
+    device = requested or ("cuda" if torch.cuda.is_available() else "cpu")
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available[device]:
+        raise UsageError(f"--device {device} is not available on this machine")
+    return device
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Registers ``predict`` on the ``robopoint`` command line."""
     parser = subparsers.add_parser(
@@ -137,15 +148,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.instruction.strip():
         raise UsageError("--instruction is empty: say what to point at, e.g. 'the free space left of the mug'")
     bits = quantization_bits(args)
-    import torch
-
     from robopoint_hf.model.image_processing_robopoint import load_image
 
     image = load_image(args.image)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if not available[device]:
-        raise UsageError(f"--device {device} is not available on this machine")
+    device = resolve_device(args.device)
     if args.output and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
         raise UsageError(f"cannot write {args.output}: its folder does not exist")
     silence_progress_bars()

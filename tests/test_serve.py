@@ -1,0 +1,198 @@
+"""``robopoint serve``: the real server on 127.0.0.1, asked by ``robopoint eval`` and by raw requests.
+
+The server runs the shipped default model with ``--max-batch-size 3 --batch-timeout 30``: a batch closes as soon as
+three requests are there, so every test that sends three at once gets them answered in ONE batch (the server's log
+and each response's ``X-Batch-Size`` header say so), and a test that sent fewer would wait 30 s instead of passing
+by luck. Answers must be those of the local pipeline, byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from openai_server import robopoint_server
+
+from robopoint_hf.checkpoints import default_model
+from robopoint_hf.cli import main
+from robopoint_hf.evaluation.runner import read_answer_lines
+from robopoint_hf.inference.completions import RequestError, parse_chat_request
+from robopoint_hf.inference.serving import build_messages, build_request, parse_response
+from robopoint_hf.model.points import answer_regex
+
+REAL = Path(__file__).parent / "fixtures" / "where2place_real"  # three real Where2Place items
+IMAGE = REAL / "images" / "42.jpg"
+MODEL = default_model()
+BATCH = "3"
+
+
+@pytest.fixture(scope="module")
+def server():
+    with robopoint_server(MODEL, "--max-batch-size", BATCH, "--batch-timeout", "30") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    from robopoint_hf.inference.loading import load_pipeline
+
+    return load_pipeline(MODEL, "cpu", "float32")
+
+
+def post_together(url: str, bodies: list[dict]) -> list[httpx.Response]:
+    with httpx.Client(timeout=120) as client, ThreadPoolExecutor(len(bodies)) as pool:
+        return list(pool.map(lambda body: client.post(f"{url}/chat/completions", json=body), bodies))
+
+
+# ---------------------------------------------------------------------------------------------------- served
+@pytest.mark.slow
+def test_eval_against_robopoint_serve_batches_and_equals_the_local_run(server, tmp_path, capsys):
+    local, served = tmp_path / "local.jsonl", tmp_path / "served.jsonl"
+    common = ["eval", "where2place", "--data-dir", str(REAL), "--max-new-tokens", "16", "--model-id", "m"]
+    assert main([*common, "--output", str(local), "--model", MODEL]) == 0
+    assert main([*common, "--output", str(served), "--endpoint", server.url, "--concurrency", BATCH]) == 0
+    assert "answers: " in capsys.readouterr().out
+    texts = [record["text"] for record in read_answer_lines(local)]
+    assert len(texts) == 3 and all(texts)
+    assert served.read_bytes() == local.read_bytes()
+    assert f"answered {BATCH} request(s) in one batch" in server.log_text()
+
+
+@pytest.mark.slow
+def test_seeded_sampling_gives_the_local_runners_answers(server, tmp_path):
+    """Each request carries its question's seed and is answered alone, as the local runner answers with batch 1."""
+    local, served = tmp_path / "local.jsonl", tmp_path / "served.jsonl"
+    common = ["eval", "where2place", "--data-dir", str(REAL), "--max-new-tokens", "16", "--model-id", "m"]
+    common += ["--temperature", "0.7", "--seed", "5"]
+    assert main([*common, "--output", str(local), "--model", MODEL]) == 0
+    assert main([*common, "--output", str(served), "--endpoint", server.url, "--concurrency", BATCH]) == 0
+    assert served.read_bytes() == local.read_bytes()
+    greedy = main([*common[:-4], "--output", str(tmp_path / "greedy.jsonl"), "--model", MODEL])
+    assert greedy == 0 and (tmp_path / "greedy.jsonl").read_bytes() != local.read_bytes()  # it did sample
+
+
+@pytest.mark.slow
+def test_constrained_requests_are_decoded_in_the_grammar_and_scored_like_the_pipeline(server, pipe):
+    instruction = "Point to the free space left of the mug."
+    body = build_request(IMAGE, instruction, model=MODEL, max_points=2, max_tokens=64)
+    sglang = build_request(IMAGE, instruction, model=MODEL, engine="sglang", max_points=2, max_tokens=64)
+    responses = post_together(server.url, [body, sglang, body])
+    assert [response.headers["X-Batch-Size"] for response in responses] == [BATCH] * 3
+    expected = pipe(str(IMAGE), instruction, max_points=2, max_new_tokens=64, constrained=True)
+    for response in responses:
+        assert response.status_code == 200, response.text
+        result = parse_response(response.json(), image_size=(640, 480))
+        assert result["text"] == expected["text"]
+        # Scores from the served token log-probabilities: a batched row's float32 logits differ in the 8th digit.
+        assert result["points"] == [
+            {**point, "score": pytest.approx(point["score"], rel=1e-5)} for point in expected["points"]
+        ]
+        assert response.json()["choices"][0]["finish_reason"] == "stop"
+    assert len(expected["points"]) == 2
+
+
+@pytest.mark.slow
+def test_a_row_the_model_cannot_answer_fails_alone(server):
+    good = {"messages": build_messages(IMAGE, "Point to the mug."), "max_tokens": 8, "temperature": 0}
+    too_long = {"messages": build_messages(IMAGE, "mug " * 2000), "max_tokens": 8, "temperature": 0}
+    responses = post_together(server.url, [good, too_long, good])
+    assert [response.status_code for response in responses] == [200, 400, 200]
+    assert "context" in responses[1].json()["error"]["message"]
+    assert responses[0].json()["choices"][0]["finish_reason"] == "length"
+    assert responses[0].json()["usage"]["completion_tokens"] == 8
+
+
+@pytest.mark.slow
+def test_models_health_and_refusals(server):
+    listed = httpx.get(f"{server.url}/models").json()
+    assert [entry["id"] for entry in listed["data"]] == [MODEL]
+    assert httpx.get(server.url.removesuffix("/v1") + "/health").status_code == 200
+    messages = build_messages(IMAGE, "Point to the mug.")
+    for body, status, words in [
+        ({"model": "other", "messages": messages}, 404, "not served here"),
+        ({"messages": messages, "stream": True}, 400, "stream"),
+        ({"messages": messages, "regex": "[a-z]+"}, 400, "answer grammar"),
+    ]:
+        response = httpx.post(f"{server.url}/chat/completions", json=body)
+        assert response.status_code == status and words in response.json()["error"]["message"]
+    response = httpx.post(f"{server.url}/chat/completions", content=b"{not json")
+    assert response.status_code == 400 and "not JSON" in response.json()["error"]["message"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_server_with_130():
+    with robopoint_server(MODEL) as running:
+        running.process.send_signal(signal.SIGINT)
+        assert running.process.wait(timeout=30) == 130
+        assert running.log_text().rstrip().endswith("robopoint serve: error: interrupted")
+
+
+def test_a_port_in_use_fails_before_the_model_loads(capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == 2
+    assert (
+        f"robopoint serve: error: cannot listen on 127.0.0.1:{port}: Address already in use" in capsys.readouterr().err
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- parsing
+def chat_body(**fields) -> dict:
+    return {"messages": build_messages(IMAGE, "Point to the mug."), **fields}
+
+
+def test_requests_become_pipeline_settings():
+    request = parse_chat_request(chat_body(max_tokens=12, temperature=0), "m", default_max_new_tokens=256)
+    assert request.pipeline_kwargs == {"max_new_tokens": 12, "do_sample": False, "constrained": False}
+    assert request.image.size == (640, 480) and request.text.startswith("Point to the mug.")
+    sampled = parse_chat_request(chat_body(temperature=0.2, top_p=0.9, seed=3), "m", default_max_new_tokens=256)
+    assert sampled.pipeline_kwargs == {
+        "max_new_tokens": 256, "do_sample": True, "temperature": 0.2, "top_p": 0.9, "constrained": False,
+    }  # fmt: skip
+    assert sampled.seed == 3
+    for field in ({"structured_outputs": {"regex": answer_regex(4)}}, {"guided_regex": answer_regex(4)}):
+        constrained = parse_chat_request(chat_body(**field), "m", default_max_new_tokens=256)
+        assert constrained.pipeline_kwargs["constrained"] and constrained.pipeline_kwargs["max_points"] == 4
+    unlimited = parse_chat_request(chat_body(regex=answer_regex()), "m", default_max_new_tokens=256)
+    assert unlimited.pipeline_kwargs["max_points"] is None
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        ([], 400, "JSON object"),
+        ({"messages": []}, 400, "non-empty list"),
+        (chat_body(n=2), 400, "n: one answer"),
+        (chat_body(stop=["]"]), 400, "stop sequences"),
+        (chat_body(max_tokens=0), 400, "max_tokens must be >= 1"),
+        (chat_body(temperature="hot"), 400, "temperature must be a number"),
+        (chat_body(regex="a", guided_regex="b"), 400, "two different regexes"),
+        (chat_body(structured_outputs={"json": {}}), 400, "structured_outputs"),
+        ({"messages": [{"role": "user", "content": "hi"}]}, 400, "content parts"),
+        ({"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}, 400, "exactly one image"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.jpg"}},
+                                                       {"type": "text", "text": "hi"}]}]},
+            400,
+            "base64 data: URL",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                                                       {"type": "text", "text": "hi"}]}]},
+            400,
+            "not a readable image",
+        ),
+        (chat_body(model="other"), 404, "not served here"),
+    ],
+)  # fmt: skip
+def test_bad_requests_are_refused_naming_the_field(body, status, words):
+    with pytest.raises(RequestError, match=words) as caught:
+        parse_chat_request(json.loads(json.dumps(body)), "m", default_max_new_tokens=256)
+    assert caught.value.status == status
