@@ -47,8 +47,8 @@ class CompletionPipeline(RoboPointPipeline):
         outputs["max_new_tokens"] = torch.full((mask.shape[0],), int(limit))
         return outputs
 
-    def postprocess(self, model_outputs: dict[str, Any], max_points: int | None = None) -> dict[str, Any]:
-        result = super().postprocess(model_outputs, max_points)
+    def postprocess(self, model_outputs: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        result = super().postprocess(model_outputs, **kwargs)
         tokenizer = self.processor.tokenizer
         special = set(tokenizer.all_special_ids)
         token_ids = model_outputs["tokens"][0].tolist()
