@@ -189,6 +189,32 @@ def test_llava_export_in_pipeline(converted):
     assert result[0]["generated_text"].strip() == meta["generated_text"]
 
 
+def test_export_of_the_shipped_model_prompts_it_as_trained(tmp_path):
+    """The shipped model's tokenizer is not a legacy SentencePiece one: its export's chat template spells the space
+    that the original's chunk-wise tokenization puts after <image>, so whole-string tokenization (LlavaProcessor,
+    serving engines) gives the prompt ids of RoboPointProcessor, and the export answers like the source."""
+    from transformers import AutoProcessor, pipeline
+
+    from robopoint_hf import RoboPointProcessor
+    from robopoint_hf.checkpoints import default_model
+    from robopoint_hf.original.convert import convert_checkpoint
+
+    export = convert_checkpoint(default_model(), tmp_path / "llava", target="llava")
+    assert "'<image> \\n'" in (export / "chat_template.jinja").read_text()
+    image = Image.open(f"{default_model()}/example_1_free_space_relation.jpg")
+    instruction = "Find free space to the left of the object."
+    llava = AutoProcessor.from_pretrained(export)
+    ours = RoboPointProcessor.from_pretrained(default_model())
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}]
+    served = llava(images=image, text=llava.apply_chat_template(messages, add_generation_prompt=True))
+    assert served["input_ids"][0] == ours(images=image, text=instruction)["input_ids"][0].tolist()
+    source = pipeline("robopoint", model=str(default_model()))(
+        image, instruction, max_new_tokens=80, constrained=False
+    )
+    exported = pipeline("robopoint", model=str(export))(image, instruction, max_new_tokens=80, constrained=False)
+    assert exported["text"] == source["text"] and len(source["points"]) > 2
+
+
 def test_llava_export_layout(converted):
     """Canonical llava-hf names (what vLLM / SGLang / older transformers read), identity linear_2 for `linear`."""
     folder = converted["llama2-linear-full", "llava"]

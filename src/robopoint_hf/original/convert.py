@@ -267,7 +267,40 @@ def llava_processor(
         patch_size=config.vision_config.patch_size,
         vision_feature_select_strategy=config.vision_feature_select_strategy,
         num_additional_image_tokens=1,  # CLIP's CLS, removed again by the "default" strategy
-        chat_template=chat_template,
+        chat_template=_whole_string_template(tokenizer, chat_template, config.image_token_id),
+    )
+
+
+_IMAGE_PART = "{{ '<image>\\n' }}"
+_PROBE = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Point to the mug, please."}]}]
+
+
+def _whole_string_template(tokenizer, chat_template: str, image_token_id: int) -> str:
+    """``chat_template``, or its variant that writes ``"<image> \\n"``, whichever makes whole-string tokenization
+    (what `LlavaProcessor` and the serving engines do) give the ids of `RoboPointProcessor`'s chunk-wise one.
+
+    The original tokenizes the text before and after ``<image>`` separately, so the text after it starts a new
+    word: SentencePiece writes ``▁`` first. A legacy Llama tokenizer does the same after a special token inside
+    one string; other tokenizers (the shipped model's BPE) need the space spelled out. Checked on a probe prompt;
+    neither spelling matching is an error rather than an export that prompts the model differently.
+    """
+    from robopoint_hf.model.processing_robopoint import RoboPointProcessor
+
+    def processor(template: str) -> RoboPointProcessor:
+        return RoboPointProcessor(
+            tokenizer=tokenizer, chat_template=template, image_token_id=image_token_id, image_seq_length=1
+        )
+
+    expected = processor(chat_template).tokenize_prompt(
+        processor(chat_template).apply_chat_template(_PROBE, add_generation_prompt=True)
+    )
+    for candidate in (chat_template, chat_template.replace(_IMAGE_PART, "{{ '<image> \\n' }}")):
+        whole = tokenizer(processor(candidate).apply_chat_template(_PROBE, add_generation_prompt=True)).input_ids
+        if whole == expected:
+            return candidate
+    raise OriginalCheckpointError(
+        f"no spelling of the image part of the chat template makes this tokenizer give the prompt ids the model was "
+        f"trained with (whole string {whole} vs chunk-wise {expected}); plain-LLaVA serving would prompt it differently."
     )
 
 
