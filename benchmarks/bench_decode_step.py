@@ -1,8 +1,8 @@
 """Per-token decode cost of ``model.generate`` on the mid-size random config of ``bench_generate.py``.
 
 Greedy, fp32, 2 threads, an answer forced to a fixed length (``min_new_tokens = max_new_tokens``). Variants, side
-by side in one run: the LM head as plain ``nn.Linear`` (before `RoboPointLMHead`; the baseline), the default
-(`RoboPointLMHead`, dynamic cache), ``cache_implementation="static"``, and static cache with the decode step
+by side in one run: the linear layers as plain ``nn.Linear`` (before `FewRowLinear`; the baseline), the default
+(`FewRowLinear`, dynamic cache), ``cache_implementation="static"``, and static cache with the decode step
 compiled by transformers' own ``compile_config`` (``torch.compile`` only of the one-token step; the prefill runs
 eagerly). A decode step is timed from one call of the logits processors to the next, so the prefill
 and the image encoder are left out; the median step is reported. A hand-written loop (model forward + argmax, no
@@ -29,7 +29,7 @@ from random_models import QUESTIONS
 from transformers import AutoTokenizer, CompileConfig, LogitsProcessor, LogitsProcessorList
 
 from robopoint_hf import RoboPointImageProcessor, RoboPointProcessor
-from robopoint_hf.model.modeling_robopoint import RoboPointLMHead
+from robopoint_hf.model.modeling_robopoint import FewRowLinear
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZER = ROOT / "tests/fixtures/original/vicuna-mlp2x-full"
@@ -138,7 +138,7 @@ def profile_decode(model, inputs: dict, generate: dict) -> None:
     print(
         f"\nweights read per decode step: {(text_bytes + head_bytes) / 2**20:.0f} MiB (decoder layers "
         f"{text_bytes / 2**20:.0f} MiB, LM head {head_bytes / 2**20:.0f} MiB); the LM head for one row as "
-        f"nn.Linear (matrix-vector): {head_ms:.2f} ms = {head_bytes / head_ms / 1e6:.1f} GB/s, as RoboPointLMHead "
+        f"nn.Linear (matrix-vector): {head_ms:.2f} ms = {head_bytes / head_ms / 1e6:.1f} GB/s, as FewRowLinear "
         f"(W @ H^T, two columns): {fast_ms:.2f} ms = {head_bytes / fast_ms / 1e6:.1f} GB/s"
     )
 
@@ -156,16 +156,16 @@ def main() -> None:
     image = Image.open(ROOT / "tests/fixtures/original/images/sink.jpg")
     inputs = processor(images=image, text=QUESTIONS[0], return_tensors="pt")
     generate = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False)
-    fast_rows = RoboPointLMHead.fast_rows
-    variants = {  # name: (RoboPointLMHead.fast_rows, generate arguments); 0 rows = plain nn.Linear
-        "LM head as nn.Linear (before), dynamic cache": (0, {}),
-        "default: RoboPointLMHead, dynamic cache": (fast_rows, {}),
-        'RoboPointLMHead + cache_implementation="static"': (fast_rows, dict(cache_implementation="static")),
+    fast_rows = FewRowLinear.max_rows
+    variants = {  # name: (FewRowLinear.max_rows, generate arguments); 0 = plain nn.Linear
+        "nn.Linear layers (before), dynamic cache": (0, {}),
+        "default: FewRowLinear, dynamic cache": (fast_rows, {}),
+        'FewRowLinear + cache_implementation="static"': (fast_rows, dict(cache_implementation="static")),
     }
     if not args.no_compile:
         compile_config = CompileConfig(mode="default", fullgraph=False)
         compile_config._compile_all_devices = True  # transformers auto-compiles on accelerators only
-        variants["RoboPointLMHead + static + compiled decode step"] = (
+        variants["FewRowLinear + static + compiled decode step"] = (
             fast_rows,
             dict(cache_implementation="static", compile_config=compile_config),
         )
@@ -173,18 +173,18 @@ def main() -> None:
     first_call, steps, totals, ids = {}, {}, {}, {}
     with torch.inference_mode():
         for name, (rows, extra) in variants.items():
-            RoboPointLMHead.fast_rows = rows
+            FewRowLinear.max_rows = rows
             start = time.perf_counter()
             model.generate(**inputs, **{**generate, "max_new_tokens": 3, "min_new_tokens": 3}, **extra)
             first_call[name] = time.perf_counter() - start
         # Rounds over the variants, so that other jobs on the shared machine slow all of them alike.
         for _ in range(args.repeats):
             for name, (rows, extra) in variants.items():
-                RoboPointLMHead.fast_rows = rows
+                FewRowLinear.max_rows = rows
                 durations, total, ids[name] = timed_answer(model, inputs, {**generate, **extra})
                 steps.setdefault(name, []).extend(durations)
                 totals[name] = min(totals.get(name, float("inf")), total)
-        RoboPointLMHead.fast_rows = fast_rows
+        FewRowLinear.max_rows = fast_rows
 
     print(f"mid-size random model, fp32 CPU, 2 threads, {args.new_tokens} forced new tokens, {args.repeats} rounds")
     print(
@@ -210,7 +210,7 @@ def main() -> None:
     bare = statistics.median(bare_steps)
     same = "yes" if bare_tokens == answer else "NO"
     print(
-        f"| floor: bare forward + argmax loop, no generate (RoboPointLMHead) | {1000 * bare:.2f} | {base_step / bare:.2f}x "
+        f"| floor: bare forward + argmax loop, no generate (FewRowLinear) | {1000 * bare:.2f} | {base_step / bare:.2f}x "
         f"| - | {same} | - |"
     )
     if args.profile:

@@ -93,7 +93,6 @@ def main() -> None:
         help="prefix sharing also on one decoder layer of the 7B's width (hidden 4096, MLP 11008), where the cache of "
         "a row weighs against the weights as in the real model",
     )
-    parser.add_argument("--wide-tokens", type=int, default=16, help="answer length of the --wide runs")
     args = parser.parse_args()
     torch.set_num_threads(2)
     model, _ = build_models()
@@ -150,7 +149,7 @@ def main() -> None:
         text = {**TEXT, "hidden_size": 4096, "intermediate_size": 11008, "num_attention_heads": 32}
         text.update(num_key_value_heads=32, num_hidden_layers=1)
         wide = random_robopoint(VISION, text, projector_type="mlp2x_gelu")
-        sharing["7B width, 1 layer"] = shared_prefix_times(wide, processor, image, args.wide_tokens, args.repeats)
+        sharing["7B width, 1 layer"] = shared_prefix_times(wide, processor, image, args.new_tokens, args.repeats)
         del wide
 
     print(f"mid-size random model (bench_generate.py), fp32 CPU, 2 threads, best of {args.repeats}; shared machine")

@@ -120,6 +120,7 @@ class AnswerGrammar:
             if len(spelled) == 1:
                 self._one_byte[spelled[0]] = min(ids, key=lambda index: (index in self._byte_fallback, index))
         self._forced: dict[int, tuple[int, ...]] = {}
+        self._forced_texts: dict[int, bytes] = {}
 
     @classmethod
     def for_tokenizer(
@@ -170,7 +171,7 @@ class AnswerGrammar:
         """
         forced = self._forced.get(state)
         if forced is None:
-            forced = self._forced[state] = self._tokens_for(state, self._forced_text(state))
+            forced = self._forced[state] = self._tokens_for(state, self.forced_text(state))
         return forced
 
     def _allowed_spellings(self, state: int) -> list[tuple[int, bytes]]:
@@ -178,7 +179,14 @@ class AnswerGrammar:
             (token, self._spelled[token]) for token in self._index.get_allowed_tokens(state) if token in self._spelled
         ]
 
-    def _forced_text(self, state: int) -> bytes:
+    def forced_text(self, state: int) -> bytes:
+        """The text every answer writes next from ``state`` (cached per state); see `forced_tokens`."""
+        cached = self._forced_texts.get(state)
+        if cached is None:
+            cached = self._forced_texts[state] = self._walk_forced_text(state)
+        return cached
+
+    def _walk_forced_text(self, state: int) -> bytes:
         text = b""
         while not self.is_final(state):
             first_bytes = {spelled[:1] for _, spelled in self._allowed_spellings(state)}
@@ -230,7 +238,7 @@ class AnswerGrammar:
             following = self._index.get_next_state(state, token)
             if following is None:
                 continue
-            written = current + spelled + b"".join(self._spelled[t] for t in self.forced_tokens(following))
+            written = current + spelled + self.forced_text(following)
             close = written.find(b")")
             if close >= 0 and written[: close + 1] in earlier:
                 repeating.append(token)

@@ -18,9 +18,9 @@ What differs from the stock LLaVA classes, and why:
    we keep their logits bit-for-bit), so placeholder positions are never looked up in the embedding table.
 3. Precomputed image features can be passed to ``forward``/``generate`` as ``image_features=`` (a robot asks several
    questions about one camera frame; the vision tower then runs once).
-4. The LM head (`RoboPointLMHead`) computes the few rows of a decoding step on CPU as ``W @ H^T``: the same
-   weights and values, a matrix product that CPU BLAS runs several times faster than ``H @ W^T`` for a tall vocabulary
-   matrix and one to sixteen rows.
+4. The language model's linear layers and the LM head are `FewRowLinear`: on CPU they compute the few rows of a
+   decoding step (1-16) as ``W @ X^T``, which CPU BLAS runs several times faster than ``X @ W^T``; same weights, same
+   values up to float summation order, same state dict.
 
 Saving writes the canonical llava-hf key layout (``language_model.model.*``, ``language_model.lm_head.weight``,
 ``vision_tower.vision_model.*``, ``multi_modal_projector.*``), so that a RoboPoint checkpoint and a llava-hf
@@ -84,33 +84,47 @@ VISION_MODULES = ("model.vision_tower", "model.multi_modal_projector")
 _ONE_DTYPE = contextvars.ContextVar("robopoint_one_dtype", default=False)
 
 
-class RoboPointLMHead(nn.Linear):
-    """``nn.Linear`` without bias whose CPU inference on at most 16 rows runs as ``weight @ rows.T``.
+class FewRowLinear(nn.Linear):
+    """``nn.Linear`` whose CPU inference on a few rows runs as ``weight @ rows.T``.
 
-    A decoding step multiplies the ``[vocab, hidden]`` head by one row per sequence. CPU BLAS (MKL) takes
-    ``rows @ weight.T`` for 1 row as a matrix-vector product and for 2-16 rows as a product that repacks the whole
-    weight, both at a fraction of the memory bandwidth; ``weight @ rows.T`` with at least two columns streams the
-    weight once (one row is doubled for that). Measured in ``docs/design/decoding.md``. The result equals
-    ``nn.Linear``'s up to float summation order; training, other devices and longer inputs use ``nn.Linear``.
+    A decoding step multiplies every weight matrix by one row per sequence (a few more with jump-forward drafts or a
+    small batch). CPU BLAS (MKL) runs ``rows @ weight.T`` on 1 row as a matrix-vector product that reads the weight
+    at a fraction of the memory bandwidth, and on 2-8 rows through a general product that costs about one pass over
+    the weight per row; ``weight @ rows.T`` streams the weight once for all rows (one row is doubled for that).
+    Measured per decoding step in ``docs/design/decoding.md``; from ~12 rows on the two are even. The result equals
+    ``nn.Linear``'s up to float summation order; training (autograd), other devices and dtypes, biases and longer
+    inputs use ``nn.Linear``. ``FewRowLinear.max_rows = 0`` turns it off.
     """
 
-    fast_rows = 16
+    max_rows = 8
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        rows = hidden_states.numel() // hidden_states.shape[-1]
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        rows = inputs.numel() // inputs.shape[-1]
         if (
-            rows > self.fast_rows
-            or hidden_states.device.type != "cpu"
+            rows > self.max_rows
+            or rows == 0
+            or inputs.device.type != "cpu"
+            or inputs.dtype != torch.float32
             or self.weight.dtype != torch.float32
-            or hidden_states.dtype != torch.float32
-            or torch.is_grad_enabled()
             or self.bias is not None
+            or torch.is_grad_enabled()
         ):
-            return super().forward(hidden_states)
-        flat = hidden_states.reshape(rows, hidden_states.shape[-1])
+            return super().forward(inputs)
+        flat = inputs.reshape(rows, inputs.shape[-1])
         columns = torch.cat([flat, flat]) if rows == 1 else flat
-        logits = torch.mm(self.weight, columns.t()).t()[:rows]
-        return logits.contiguous().reshape(*hidden_states.shape[:-1], self.out_features)
+        outputs = torch.mm(self.weight, columns.t()).t()[:rows]
+        return outputs.contiguous().reshape(*inputs.shape[:-1], self.out_features)
+
+
+def use_few_row_linears(module: nn.Module) -> None:
+    """Makes every plain ``nn.Linear`` under ``module`` a `FewRowLinear` (the class only; parameters untouched).
+
+    The model does it at its first forward rather than at construction: quantization (bitsandbytes) replaces the
+    layers that are exactly ``nn.Linear`` after the model is built, and must still find them.
+    """
+    for child in module.modules():
+        if type(child) is nn.Linear:
+            child.__class__ = FewRowLinear
 
 
 class RoboPointPreTrainedModel(LlavaPreTrainedModel):
@@ -247,7 +261,8 @@ class RoboPointForConditionalGeneration(RoboPointPreTrainedModel, LlavaForCondit
     def __init__(self, config: RoboPointConfig):
         RoboPointPreTrainedModel.__init__(self, config)
         self.model = RoboPointModel(config)
-        self.lm_head = RoboPointLMHead(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self._few_row_linears = False  # set at the first forward, after quantization replaced its layers
         self.post_init()
 
     @classmethod
@@ -317,6 +332,9 @@ class RoboPointForConditionalGeneration(RoboPointPreTrainedModel, LlavaForCondit
             if pixel_values is not None:
                 raise ValueError("Pass either pixel_values or image_features, not both.")
             mm_encoder_outputs = _as_encoder_outputs(image_features)
+        if not self._few_row_linears:
+            use_few_row_linears(self)
+            self._few_row_linears = True
         return super().forward(
             input_ids=input_ids,
             pixel_values=pixel_values,
