@@ -30,10 +30,15 @@ from robopoint_hf.inference.server import DEFAULT_BATCH_TIMEOUT, DEFAULT_HOST, D
 from .errors import UsageError
 from .listening import is_loopback, stop_on_sigterm
 from .options import add_dataclass_arguments, positive_int
-from .predict import add_loading_arguments, quantization_bits, resolve_device
+from .predict import DEFAULT_MODEL, add_loading_arguments, quantization_bits, resolve_device
 from .quiet import silence_progress_bars
 
 __all__ = ["ServeArguments", "add_parser", "check_can_listen", "run"]
+
+
+def served_name(model: str) -> str:
+    """The name a model is served under by default: as given, except the shipped model's folder name for it."""
+    return os.path.basename(DEFAULT_MODEL) if DEFAULT_MODEL and model == DEFAULT_MODEL else model
 
 
 @dataclass
@@ -44,7 +49,10 @@ class ServeArguments:
     port: int = field(default=DEFAULT_PORT, metadata={"help": f"port (default: {DEFAULT_PORT}; 0: any free port)"})
     served_model_name: str | None = field(
         default=None,
-        metadata={"help": "the name /v1/models lists and requests give (default: --model as given, as vLLM)"},
+        metadata={
+            "help": "the name /v1/models lists and requests give (default: --model as given, as vLLM; the shipped "
+            "model: default_model)"
+        },
     )
     max_batch_size: int = field(
         default=DEFAULT_MAX_BATCH_SIZE,
@@ -108,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         pipe = load_pipeline(model, device, args.dtype or DEFAULT_DTYPES[device], bits)
         server = CompletionServer(
             pipe,
-            args.served_model_name or args.model,
+            args.served_model_name or served_name(args.model),
             host=args.host,
             port=args.port,
             max_batch_size=args.max_batch_size,
