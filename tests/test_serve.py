@@ -28,6 +28,7 @@ from robopoint_hf.model.points import answer_regex
 REAL = Path(__file__).parent / "fixtures" / "where2place_real"  # three real Where2Place items
 IMAGE = REAL / "images" / "42.jpg"
 MODEL = default_model()
+SERVED_NAME = "default_model"  # what the shipped model is served as
 BATCH = "3"
 
 
@@ -79,8 +80,8 @@ def test_seeded_sampling_gives_the_local_runners_answers(server, tmp_path):
 @pytest.mark.slow
 def test_constrained_requests_are_decoded_in_the_grammar_and_scored_like_the_pipeline(server, pipe):
     instruction = "Point to the free space left of the mug."
-    body = build_request(IMAGE, instruction, model=MODEL, max_points=2, max_tokens=64)
-    sglang = build_request(IMAGE, instruction, model=MODEL, engine="sglang", max_points=2, max_tokens=64)
+    body = build_request(IMAGE, instruction, model=SERVED_NAME, max_points=2, max_tokens=64)
+    sglang = build_request(IMAGE, instruction, model=SERVED_NAME, engine="sglang", max_points=2, max_tokens=64)
     responses = post_together(server.url, [body, sglang, body])
     assert [response.headers["X-Batch-Size"] for response in responses] == [BATCH] * 3
     expected = pipe(str(IMAGE), instruction, max_points=2, max_new_tokens=64, constrained=True)
@@ -110,7 +111,7 @@ def test_a_row_the_model_cannot_answer_fails_alone(server):
 @pytest.mark.slow
 def test_models_health_and_refusals(server):
     listed = httpx.get(f"{server.url}/models").json()
-    assert [entry["id"] for entry in listed["data"]] == [MODEL]
+    assert [entry["id"] for entry in listed["data"]] == [SERVED_NAME]
     assert httpx.get(server.url.removesuffix("/v1") + "/health").status_code == 200
     messages = build_messages(IMAGE, "Point to the mug.")
     for body, status, words in [
