@@ -174,6 +174,10 @@ class AnswerGrammar:
             forced = self._forced[state] = self._tokens_for(state, self.forced_text(state))
         return forced
 
+    def spelling(self, tokens) -> bytes:
+        """The text ``tokens`` write (special tokens write nothing)."""
+        return b"".join(self._spelled.get(token, b"") for token in tokens)
+
     def _allowed_spellings(self, state: int) -> list[tuple[int, bytes]]:
         return [
             (token, self._spelled[token]) for token in self._index.get_allowed_tokens(state) if token in self._spelled
@@ -305,9 +309,6 @@ class AnswerLogitsProcessor(LogitsProcessor):
             self._states[tokens[:end]] = state
         return state
 
-    def _text(self, tokens: tuple[int, ...]) -> bytes:
-        return b"".join(self.grammar._spelled.get(token, b"") for token in tokens)
-
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.unmasked_scores is not None:
             # Indexed by answer position: a decoding loop that checks drafted tokens scores a position again once
@@ -319,7 +320,9 @@ class AnswerLogitsProcessor(LogitsProcessor):
         blocked = [self.grammar.blocked(state) for state in states]
         if self.distinct_points:
             for row, (tokens, state) in enumerate(zip(generated, states, strict=True)):
-                if state is not None and (repeating := self.grammar.repeating_tokens(state, self._text(tokens))):
+                if state is not None and (
+                    repeating := self.grammar.repeating_tokens(state, self.grammar.spelling(tokens))
+                ):
                     blocked[row] = blocked[row].clone()
                     blocked[row][torch.tensor(repeating, dtype=torch.long)] = True
         blocked = blocked[0].unsqueeze(0) if len(blocked) == 1 else torch.stack(blocked)
@@ -390,9 +393,9 @@ def jump_forward_generate(
     chosen token the grammar's forced continuation (`AnswerGrammar.forced_tokens`: ``.`` after ``0``, ``", "`` after
     a value, ...) is fed in the same forward as the token, like a speculative draft: the logits of every position
     are run through the logits processors and the draft is kept up to the first token greedy decoding would not
-    have chosen, where the model's own choice is taken instead. The tokens, and the scores of every position, are
-    therefore those of plain greedy decoding with the same processors; what changes is the number of forwards
-    (the cache is cropped past a rejected draft).
+    have chosen, where the model's own choice is taken instead. The tokens are therefore those of plain greedy
+    decoding with the same processors, and the scores too up to float summation order (positions computed in one
+    forward); what changes is the number of forwards (the cache is cropped past a rejected draft).
 
     Needs an `AnswerLogitsProcessor` among the logits processors, one row, greedy search (``do_sample=False``,
     ``num_beams=1``) and a cache that can be cropped (the default dynamic cache).
@@ -406,15 +409,12 @@ def jump_forward_generate(
     keep_scores = generation_config.return_dict_in_generate and generation_config.output_scores
     scores: tuple[torch.Tensor, ...] = ()
 
-    def forward(sequence: torch.LongTensor, width: int, first: bool = False, cached: int = 0) -> torch.Tensor:
-        """Logits of the last ``width`` positions of ``sequence`` (its positions before ``-width`` are in the cache;
-        the first forward feeds everything the cache does not hold yet)."""
-        new = sequence.shape[1] - cached if first else width
+    def forward(sequence: torch.LongTensor, width: int, new: int | None, first: bool = False) -> torch.Tensor:
+        """Logits of the last ``width`` positions of ``sequence``, feeding its last ``new`` tokens (None: all of them,
+        the prefill of an empty cache); the positions before them are in the cache. ``first``: the prefill, which
+        also takes the image inputs."""
         inputs = model.prepare_inputs_for_generation(
-            sequence,
-            next_sequence_length=new if cached or not first else None,
-            is_first_iteration=first,
-            **model_kwargs,
+            sequence, next_sequence_length=new, is_first_iteration=first, **model_kwargs
         )
         inputs["logits_to_keep"] = width
         outputs = model(**inputs, return_dict=True)
@@ -436,10 +436,9 @@ def jump_forward_generate(
 
     cache = model_kwargs.get("cache")
     cached = cache.get_seq_length() if cache is not None else 0
-    logits = forward(input_ids, 1, first=True, cached=cached)
+    logits = forward(input_ids, 1, input_ids.shape[1] - cached if cached else None, first=True)
     draft: tuple[int, ...] = ()
-    done = False
-    while not done:
+    while True:
         # Position i of `logits` follows the sequence plus draft[:i]; take drafts while greedy agrees.
         for position in range(len(draft) + 1):
             step_scores = logits_processor(input_ids, logits[position : position + 1])
@@ -452,16 +451,16 @@ def jump_forward_generate(
             done = bool(stopping_criteria(input_ids, scores)[0])
             if done or position == len(draft) or token != draft[position]:
                 break
-        rejected = len(draft) - position
-        if rejected and not done:
-            shrink(rejected)
         if done:
             break
-        draft = mask.grammar.forced_tokens(mask.state(tuple(input_ids[0, mask.prompt_length :].tolist()))) or ()
+        if rejected := len(draft) - position:
+            shrink(rejected)
+        state = mask.state(tuple(input_ids[0, mask.prompt_length :].tolist()))
+        draft = mask.grammar.forced_tokens(state) if state is not None else ()
         draft = draft[: max(0, generation_config.max_length - input_ids.shape[1] - 1)]
-        chunk = torch.cat([input_ids[:, -1:], input_ids.new_tensor([draft])], dim=-1) if draft else input_ids[:, -1:]
-        grow(chunk.shape[1])
-        logits = forward(torch.cat([input_ids, chunk[:, 1:]], dim=-1), chunk.shape[1])
+        grow(1 + len(draft))
+        sequence = torch.cat([input_ids, input_ids.new_tensor([draft])], dim=-1) if draft else input_ids
+        logits = forward(sequence, 1 + len(draft), 1 + len(draft))
     if streamer is not None:
         streamer.end()
     if not generation_config.return_dict_in_generate:

@@ -18,9 +18,9 @@ What differs from the stock LLaVA classes, and why:
    we keep their logits bit-for-bit), so placeholder positions are never looked up in the embedding table.
 3. Precomputed image features can be passed to ``forward``/``generate`` as ``image_features=`` (a robot asks several
    questions about one camera frame; the vision tower then runs once).
-4. The language model's linear layers and the LM head are `FewRowLinear`: on CPU they compute the few rows of a
-   decoding step (1-16) as ``W @ X^T``, which CPU BLAS runs several times faster than ``X @ W^T``; same weights, same
-   values up to float summation order, same state dict.
+4. The language model's linear layers and the LM head become `FewRowLinear` at the first forward: on CPU they
+   compute the few rows of a decoding step (1-8) as ``W @ X^T``, which CPU BLAS runs several times faster than
+   ``X @ W^T``; same weights, same values up to float summation order, same state dict.
 
 Saving writes the canonical llava-hf key layout (``language_model.model.*``, ``language_model.lm_head.weight``,
 ``vision_tower.vision_model.*``, ``multi_modal_projector.*``), so that a RoboPoint checkpoint and a llava-hf
@@ -91,7 +91,7 @@ class FewRowLinear(nn.Linear):
     small batch). CPU BLAS (MKL) runs ``rows @ weight.T`` on 1 row as a matrix-vector product that reads the weight
     at a fraction of the memory bandwidth, and on 2-8 rows through a general product that costs about one pass over
     the weight per row; ``weight @ rows.T`` streams the weight once for all rows (one row is doubled for that).
-    Measured per decoding step in ``docs/design/decoding.md``; from ~12 rows on the two are even. The result equals
+    Measurements and the choice of 8 rows: ``docs/design/decoding.md``. The result equals
     ``nn.Linear``'s up to float summation order; training (autograd), other devices and dtypes, biases and longer
     inputs use ``nn.Linear``. ``FewRowLinear.max_rows = 0`` turns it off.
     """

@@ -291,9 +291,8 @@ def _whole_string_template(tokenizer, chat_template: str, image_token_id: int) -
             tokenizer=tokenizer, chat_template=template, image_token_id=image_token_id, image_seq_length=1
         )
 
-    expected = processor(chat_template).tokenize_prompt(
-        processor(chat_template).apply_chat_template(_PROBE, add_generation_prompt=True)
-    )
+    chunk_wise = processor(chat_template)
+    expected = chunk_wise.tokenize_prompt(chunk_wise.apply_chat_template(_PROBE, add_generation_prompt=True))
     for candidate in (chat_template, chat_template.replace(_IMAGE_PART, "{{ '<image> \\n' }}")):
         whole = tokenizer(processor(candidate).apply_chat_template(_PROBE, add_generation_prompt=True)).input_ids
         if whole == expected:
