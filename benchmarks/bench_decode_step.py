@@ -1,13 +1,15 @@
 """Per-token decode cost of ``model.generate`` on the mid-size random config of ``bench_generate.py``.
 
 Greedy, fp32, 2 threads, an answer forced to a fixed length (``min_new_tokens = max_new_tokens``). Variants, side
-by side in one run: the linear layers as plain ``nn.Linear`` (before `FewRowLinear`; the baseline), the default
-(`FewRowLinear`, dynamic cache), ``cache_implementation="static"``, and static cache with the decode step
-compiled by transformers' own ``compile_config`` (``torch.compile`` only of the one-token step; the prefill runs
-eagerly). A decode step is timed from one call of the logits processors to the next, so the prefill
-and the image encoder are left out; the median step is reported. A hand-written loop (model forward + argmax, no
-``generate``) is the floor of what trimming ``generate`` can buy. ``--profile`` adds a cProfile breakdown of the
-default's decode steps: model forward vs logits processing vs the rest of ``generate``'s loop.
+by side in one run: the linear layers as plain ``nn.Linear`` on transformers' ``DynamicCache`` (the baseline: the
+code before `FewRowLinear` and `ChunkedDynamicCache`), `FewRowLinear` on ``DynamicCache``, the default
+(`FewRowLinear` on `ChunkedDynamicCache`, which appends in place), ``cache_implementation="static"``, and static
+cache with the decode step compiled by transformers' own ``compile_config`` (``torch.compile`` only of the one-token
+step; the prefill runs eagerly). A decode step is timed from one call of the logits processors to the next, so the
+prefill and the image encoder are left out; the median step is reported. A hand-written loop (model forward +
+argmax on a ``DynamicCache``, no ``generate``) is the floor of what trimming ``generate`` can buy. ``--profile``
+adds a cProfile breakdown of the default's decode steps: model forward vs logits processing vs the rest of
+``generate``'s loop.
 
     python benchmarks/bench_decode_step.py [--new-tokens 48] [--repeats 3] [--no-compile] [--profile]
 """
@@ -26,7 +28,7 @@ import torch
 from bench_generate import build_models
 from PIL import Image
 from random_models import QUESTIONS
-from transformers import AutoTokenizer, CompileConfig, LogitsProcessor, LogitsProcessorList
+from transformers import AutoTokenizer, CompileConfig, DynamicCache, LogitsProcessor, LogitsProcessorList
 
 from robopoint_hf import RoboPointImageProcessor, RoboPointProcessor
 from robopoint_hf.model.modeling_robopoint import FewRowLinear
@@ -143,6 +145,11 @@ def profile_decode(model, inputs: dict, generate: dict) -> None:
     )
 
 
+def fresh(extra: dict) -> dict:
+    """The variant's generate arguments with a new cache object where it names a cache class."""
+    return {key: value() if key == "cache" else value for key, value in extra.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--new-tokens", type=int, default=48)
@@ -158,8 +165,9 @@ def main() -> None:
     generate = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False)
     fast_rows = FewRowLinear.max_rows
     variants = {  # name: (FewRowLinear.max_rows, generate arguments); 0 = plain nn.Linear
-        "nn.Linear layers (before), dynamic cache": (0, {}),
-        "default: FewRowLinear, dynamic cache": (fast_rows, {}),
+        "nn.Linear layers, transformers' DynamicCache (before)": (0, dict(cache=DynamicCache)),
+        "FewRowLinear, transformers' DynamicCache": (fast_rows, dict(cache=DynamicCache)),
+        "default: FewRowLinear, ChunkedDynamicCache": (fast_rows, {}),
         'FewRowLinear + cache_implementation="static"': (fast_rows, dict(cache_implementation="static")),
     }
     if not args.no_compile:
@@ -175,13 +183,13 @@ def main() -> None:
         for name, (rows, extra) in variants.items():
             FewRowLinear.max_rows = rows
             start = time.perf_counter()
-            model.generate(**inputs, **{**generate, "max_new_tokens": 3, "min_new_tokens": 3}, **extra)
+            model.generate(**inputs, **{**generate, "max_new_tokens": 3, "min_new_tokens": 3}, **fresh(extra))
             first_call[name] = time.perf_counter() - start
         # Rounds over the variants, so that other jobs on the shared machine slow all of them alike.
         for _ in range(args.repeats):
             for name, (rows, extra) in variants.items():
                 FewRowLinear.max_rows = rows
-                durations, total, ids[name] = timed_answer(model, inputs, {**generate, **extra})
+                durations, total, ids[name] = timed_answer(model, inputs, {**generate, **fresh(extra)})
                 steps.setdefault(name, []).extend(durations)
                 totals[name] = min(totals.get(name, float("inf")), total)
         FewRowLinear.max_rows = fast_rows

@@ -24,6 +24,7 @@ from robopoint_hf.model.decoding import (
     token_bytes,
 )
 from robopoint_hf.model.points import ANSWER_REGEX, answer_regex, format_points, parse_points
+from robopoint_hf.model.shared_prefix import common_prefix_length, unpadded_rows
 
 pytest.importorskip("outlines_core")
 
@@ -343,6 +344,86 @@ def test_shared_prefix_gives_the_original_tokens(vicuna_full):
         other = batch["pixel_values"].clone()
         other[1] += 1
         vicuna_full.generate(**{**batch, "pixel_values": other}, max_new_tokens=2, share_prefix=True)
+
+
+@pytest.fixture(scope="module")
+def questions_on_one_image():
+    processor = tiny_processor()
+    image = Image.new("RGB", (40, 30), (90, 140, 200))
+    questions = ["Point to the cup.", "Find free space on the table, left of the plate.", "Where?"]
+    return processor(images=[image] * 3, text=questions, return_tensors="pt")
+
+
+def language_model_batches(model) -> tuple[list[tuple[int, int]], object]:
+    """(batch, length) of every language-model forward, and the hook's handle."""
+    shapes = []
+    handle = model.model.language_model.register_forward_pre_hook(
+        lambda _, args, kwargs: (
+            shapes.append(tuple(kwargs["inputs_embeds"].shape[:2]))
+            if kwargs.get("inputs_embeds") is not None
+            else None
+        ),
+        with_kwargs=True,
+    )
+    return shapes, handle
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_shared_prefix_packs_the_questions_on_one_sequence(questions_on_one_image, attention):
+    """Greedy rows decoded on one packed sequence: every forward has batch 1 and one token per unfinished row, and
+    the tokens (padded after a row's end) and scores are those of the batched unshared call."""
+    model = tiny_model()
+    model.set_attn_implementation(attention)
+    batch = questions_on_one_image
+    width = batch["input_ids"].shape[1]
+    settings = dict(max_new_tokens=12, do_sample=False, return_dict_in_generate=True, output_scores=True)
+    free = model.generate(**batch, **settings).sequences[:, width:]
+    # An end token that row 0 writes third and the other rows never: the rows finish at different steps.
+    end = free[0, 2].item()
+    assert end not in free[1:].flatten().tolist()
+    settings.update(eos_token_id=end, pad_token_id=0)
+    unshared = model.generate(**batch, **settings)
+    shapes, handle = language_model_batches(model)
+    try:
+        shared = model.generate(**batch, **settings, share_prefix=True)
+    finally:
+        handle.remove()
+    assert shared.sequences.tolist() == unshared.sequences.tolist()
+    assert shared.sequences[0, width + 3 :].tolist() == [0] * 9  # padded after its end, as generate pads
+    assert len(shared.scores) == len(unshared.scores) == 12
+    for step, (ours, theirs) in enumerate(zip(shared.scores, unshared.scores, strict=True)):
+        rows = slice(None) if step < 3 else slice(1, None)  # a finished row's scores are never used
+        torch.testing.assert_close(ours[rows], theirs[rows], rtol=1e-5, atol=1e-5)
+    rows = unpadded_rows(batch["input_ids"], batch["attention_mask"])
+    prefix = common_prefix_length(rows, model.config.image_token_id)
+    packed_prompt = prefix + sum(len(row) - prefix for row in rows)
+    assert shapes == [(1, packed_prompt)] + [(1, 3)] * 2 + [(1, 2)] * 9
+
+
+def test_shared_prefix_gives_beam_search_a_copy_of_the_prefix(questions_on_one_image):
+    """Modes the packed loop does not decode (beams) still prefill the prefix once, and give each row a copy."""
+    model = tiny_model()
+    batch = questions_on_one_image
+    settings = dict(max_new_tokens=6, do_sample=False, num_beams=2)
+    unshared = model.generate(**batch, **settings)
+    shapes, handle = language_model_batches(model)
+    try:
+        shared = model.generate(**batch, **settings, share_prefix=True)
+    finally:
+        handle.remove()
+    assert shared.tolist() == unshared.tolist()
+    assert shapes[0][0] == 1 and {rows for rows, _ in shapes[1:]} == {6}
+
+
+def test_shared_prefix_sampling_draws_as_the_batched_call(questions_on_one_image):
+    model = tiny_model()
+    batch = questions_on_one_image
+    settings = dict(max_new_tokens=8, do_sample=True, top_k=20)
+    torch.manual_seed(3)
+    unshared = model.generate(**batch, **settings)
+    torch.manual_seed(3)
+    shared = model.generate(**batch, **settings, share_prefix=True)
+    assert shared.tolist() == unshared.tolist()
 
 
 def test_shared_prefix_with_constraints_equals_unshared_on_the_shipped_model():

@@ -312,3 +312,43 @@ def test_original_only_arguments_are_rejected_elsewhere(tmp_path):
         RoboPointForConditionalGeneration.from_pretrained(tmp_path, model_base="vicuna-base")
     with pytest.raises(ValueError, match="device_map cannot be used while converting an original checkpoint"):
         RoboPointForConditionalGeneration.from_pretrained(ORIGINAL / "llama2-linear-full", device_map="auto")
+
+
+# ------------------------------------------------------------------------------------------- FewRowLinear
+@pytest.mark.parametrize("in_features", [64, 2048])
+@pytest.mark.parametrize("rows", [1, 3, 8])
+def test_few_row_linear_equals_nn_linear_up_to_summation_order(monkeypatch, in_features, rows):
+    """Both kernels (MKL's ``W @ X^T`` below `onednn_min_in_features`, oneDNN from it) give ``nn.Linear``'s values
+    in ``nn.Linear``'s shape."""
+    from robopoint_hf.model import modeling_robopoint
+    from robopoint_hf.model.modeling_robopoint import FewRowLinear
+
+    calls = []
+    onednn = modeling_robopoint._ONEDNN_LINEAR
+    if onednn is not None:
+        monkeypatch.setattr(modeling_robopoint, "_ONEDNN_LINEAR", lambda *a: calls.append(1) or onednn(*a))
+    torch.manual_seed(0)
+    reference = torch.nn.Linear(in_features, 96, bias=False)
+    layer = FewRowLinear(in_features, 96, bias=False)
+    layer.weight = reference.weight
+    inputs = torch.randn(1, rows, in_features)
+    with torch.no_grad():
+        ours, theirs = layer(inputs), reference(inputs)
+    assert ours.shape == theirs.shape == (1, rows, 96)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    assert bool(calls) == (onednn is not None and in_features >= FewRowLinear.onednn_min_in_features)
+
+
+def test_few_row_linear_leaves_training_biases_and_long_inputs_to_nn_linear():
+    from robopoint_hf.model.modeling_robopoint import FewRowLinear
+
+    torch.manual_seed(0)
+    layer = FewRowLinear(32, 16, bias=False)
+    with_bias = FewRowLinear(32, 16)
+    few, many = torch.randn(2, 32), torch.randn(FewRowLinear.max_rows + 1, 32)
+    expected = torch.nn.functional.linear
+    assert torch.equal(layer(few), expected(few, layer.weight))  # autograd on
+    with torch.no_grad():
+        assert torch.equal(layer(many), expected(many, layer.weight))
+        assert torch.equal(with_bias(few), expected(few, with_bias.weight, with_bias.bias))
+        assert torch.equal(layer.double()(few.double()), expected(few.double(), layer.weight))

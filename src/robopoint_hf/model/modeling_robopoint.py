@@ -50,7 +50,15 @@ from transformers.models.llava.modeling_llava import (
 )
 
 from .configuration_robopoint import RoboPointConfig, projector_depth
+from .kv_cache import ChunkedDynamicCache
 from .package_services import SERVICES
+from .shared_prefix import (
+    PACKED_ATTENTION,
+    common_prefix_length,
+    first_image_inputs,
+    shared_prefix_generate,
+    unpadded_rows,
+)
 
 
 class RoboPointProjector(nn.Module):
@@ -85,18 +93,21 @@ _ONE_DTYPE = contextvars.ContextVar("robopoint_one_dtype", default=False)
 
 
 class FewRowLinear(nn.Linear):
-    """``nn.Linear`` whose CPU inference on a few rows runs as ``weight @ rows.T``.
+    """``nn.Linear`` whose CPU inference on a few rows streams the weight once.
 
-    A decoding step multiplies every weight matrix by one row per sequence (a few more with jump-forward drafts or a
-    small batch). CPU BLAS (MKL) runs ``rows @ weight.T`` on 1 row as a matrix-vector product that reads the weight
-    at a fraction of the memory bandwidth, and on 2-8 rows through a general product that costs about one pass over
-    the weight per row; ``weight @ rows.T`` streams the weight once for all rows (one row is doubled for that).
-    Measurements and the choice of 8 rows: ``docs/design/decoding.md``. The result equals
-    ``nn.Linear``'s up to float summation order; training (autograd), other devices and dtypes, biases and longer
-    inputs use ``nn.Linear``. ``FewRowLinear.max_rows = 0`` turns it off.
+    A decoding step multiplies every weight matrix by one row per sequence (a few more with jump-forward drafts, a
+    small batch or questions packed on a shared prefix). CPU BLAS (MKL) runs ``rows @ weight.T`` on 1 row as a
+    matrix-vector product that reads the weight at a fraction of the memory bandwidth, and on 2-8 rows through a
+    general product that costs about one pass over the weight per row. Two kernels do better, each on its own
+    range of widths: for inputs narrower than `onednn_min_in_features`, MKL's ``weight @ rows.T`` (one row
+    doubled); from that width (the 7B's and 13B's layers), oneDNN's inner product, which stays near one pass over
+    the weight up to 8 rows where ``weight @ rows.T`` grows with every row. Measurements: ``docs/design/decoding.md``.
+    The result equals ``nn.Linear``'s up to float summation order; training (autograd), other devices and dtypes,
+    biases and longer inputs use ``nn.Linear``. ``FewRowLinear.max_rows = 0`` turns it off.
     """
 
     max_rows = 8
+    onednn_min_in_features = 2048
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         rows = inputs.numel() // inputs.shape[-1]
@@ -111,9 +122,26 @@ class FewRowLinear(nn.Linear):
         ):
             return super().forward(inputs)
         flat = inputs.reshape(rows, inputs.shape[-1])
-        columns = torch.cat([flat, flat]) if rows == 1 else flat
-        outputs = torch.mm(self.weight, columns.t()).t()[:rows]
-        return outputs.contiguous().reshape(*inputs.shape[:-1], self.out_features)
+        if self.in_features >= self.onednn_min_in_features and _ONEDNN_LINEAR is not None:
+            outputs = _ONEDNN_LINEAR(flat, self.weight, None, "none", [], "")
+        else:
+            columns = torch.cat([flat, flat]) if rows == 1 else flat
+            outputs = torch.mm(self.weight, columns.t()).t()[:rows].contiguous()
+        return outputs.reshape(*inputs.shape[:-1], self.out_features)
+
+
+def _onednn_linear():
+    """oneDNN's inner product on a plain float weight (the op PyTorch's CPU compiler emits), where this build has
+    it; None elsewhere (FewRowLinear then uses MKL's product at every width)."""
+    if not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        return torch.ops.mkldnn._linear_pointwise.default
+    except (AttributeError, RuntimeError):
+        return None
+
+
+_ONEDNN_LINEAR = _onednn_linear()
 
 
 def use_few_row_linears(module: nn.Module) -> None:
@@ -353,28 +381,64 @@ class RoboPointForConditionalGeneration(RoboPointPreTrainedModel, LlavaForCondit
 
         share_prefix (`bool`, *optional*, defaults to `False`):
             All rows ask about the same image (equal ``pixel_values`` or ``image_features`` rows, compared by
-            content): the tokens every row starts with (system prompt, image, ...) are prefilled once, for one row,
-            and each row continues from a copy of that cache. The answers are those of the unshared call; the
-            returned ids keep the given ``input_ids`` layout. Rows whose images differ raise a ``ValueError``.
+            content): the tokens every row starts with (system prompt, image, ...) are prefilled once. Greedy and
+            sampled decoding with sdpa or eager attention then decode all rows on one packed sequence that holds
+            the prefix once (`shared_prefix_generate`; no cache returned); other modes give each row a copy of the
+            prefix's cache. The answers are those of the unshared call; the returned ids keep the given
+            ``input_ids`` layout. Rows whose images differ raise a ``ValueError``.
+
+        Without a ``cache`` or ``cache_implementation`` the call decodes on a `ChunkedDynamicCache` (appends in
+        place instead of copying the cache every step).
         """
-        if (
-            share_prefix
-            and len(args) == 0
-            and kwargs.get("input_ids") is not None
-            and kwargs["input_ids"].shape[0] > 1
-        ):
-            return self._generate_with_shared_prefix(image_features=image_features, **kwargs)
         if image_features is not None:
             if kwargs.get("pixel_values") is not None:
                 raise ValueError("Pass either pixel_values or image_features, not both.")
             kwargs["mm_encoder_outputs"] = _as_encoder_outputs(image_features)
+        if share_prefix and not args and kwargs.get("input_ids") is not None and kwargs["input_ids"].shape[0] > 1:
+            images = kwargs.get("pixel_values")
+            if images is None and image_features is not None:
+                images = kwargs["mm_encoder_outputs"]["image"].pooler_output
+            if images is None or not all(torch.equal(images[0], row) for row in images[1:]):
+                raise ValueError(
+                    "share_prefix=True needs the same image (equal pixel_values or image_features) in every row."
+                )
+            if self._packs_rows(kwargs):
+                kwargs.update(first_image_inputs(kwargs))  # one image to encode for all rows
+                return super().generate(**kwargs, custom_generate=shared_prefix_generate)
+            return self._generate_with_copied_prefix(**kwargs)
+        if self._takes_default_cache(kwargs):
+            kwargs["cache"] = ChunkedDynamicCache()
         return super().generate(*args, **kwargs)
 
+    def _setting(self, kwargs: dict, name: str):
+        """A generation setting as this ``generate`` call will see it: the call's, else its generation config's."""
+        config = kwargs.get("generation_config") or self.generation_config
+        return kwargs.get(name, getattr(config, name, None))
+
+    def _takes_default_cache(self, kwargs: dict) -> bool:
+        return (
+            kwargs.get("cache") is None
+            and self._setting(kwargs, "cache_implementation") is None
+            and self._setting(kwargs, "use_cache") is not False
+        )
+
+    def _packs_rows(self, kwargs: dict) -> bool:
+        """Whether `shared_prefix_generate` can decode this call (else each row gets a copy of the prefix)."""
+        return (
+            self.config.get_text_config()._attn_implementation in PACKED_ATTENTION
+            and (self._setting(kwargs, "num_beams") or 1) == 1
+            and not self._setting(kwargs, "output_attentions")
+            and not self._setting(kwargs, "output_hidden_states")
+            and not kwargs.get("synced_gpus")
+            and all(
+                kwargs.get(name) is None for name in ("assistant_model", "prompt_lookup_num_tokens", "custom_generate")
+            )
+            and self._takes_default_cache(kwargs)
+        )
+
     @torch.no_grad()
-    def _generate_with_shared_prefix(
-        self, input_ids, attention_mask=None, pixel_values=None, image_features=None, **kwargs
-    ):
-        """``generate`` with the common prefix of all rows prefilled once (see ``share_prefix``).
+    def _generate_with_copied_prefix(self, input_ids, attention_mask=None, **kwargs):
+        """``generate`` with the common prefix of all rows prefilled once and its cache copied to every row.
 
         Layout: each row is ``prefix | gap | own suffix`` -- the suffixes right-aligned (as left padding would put
         them) and the gap masked out. Position ids come from the attention mask's cumulative sum, so every suffix
@@ -382,26 +446,18 @@ class RoboPointForConditionalGeneration(RoboPointPreTrainedModel, LlavaForCondit
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        if pixel_values is not None and image_features is not None:
-            raise ValueError("Pass either pixel_values or image_features, not both.")
-        images = pixel_values if pixel_values is not None else image_features
-        if images is None or not all(torch.equal(images[0], row) for row in images[1:]):
-            raise ValueError(
-                "share_prefix=True needs the same image (equal pixel_values or image_features) in every row."
-            )
-        rows = [ids[mask.bool()] for ids, mask in zip(input_ids, attention_mask, strict=True)]
-        shortest = min(len(row) for row in rows)
-        length = 0
-        while length < shortest - 1 and all(row[length] == rows[0][length] for row in rows[1:]):
-            length += 1
+        rows = unpadded_rows(input_ids, attention_mask)
+        length = common_prefix_length(rows, self.config.image_token_id)
+        image_inputs = first_image_inputs(kwargs)
+        kwargs.pop("pixel_values", None)
+        kwargs.pop("mm_encoder_outputs", None)
         prefix = rows[0][:length].unsqueeze(0)
-        if bool((rows[0][length:] == self.config.image_token_id).any()) or any(
-            bool((row[length:] == self.config.image_token_id).any()) for row in rows[1:]
-        ):
-            raise ValueError("share_prefix=True needs every row's image placeholders inside the common prefix.")
-        image_kwargs = {"pixel_values": images[:1]} if pixel_values is not None else {"image_features": images[:1]}
-        cache = self(input_ids=prefix, use_cache=True, **image_kwargs).cache
-        cache.batch_repeat_interleave(len(rows))
+        cache = self(
+            input_ids=prefix, use_cache=True, logits_to_keep=1, cache=ChunkedDynamicCache(), **image_inputs
+        ).cache
+        # generate expands each row into its beams / returned sequences next to each other; all share the prefix.
+        expand = max(self._setting(kwargs, "num_beams") or 1, self._setting(kwargs, "num_return_sequences") or 1)
+        cache.batch_repeat_interleave(len(rows) * expand)
         width = max(len(row) for row in rows) - length
         pad = self.generation_config.pad_token_id or 0
         shared_ids = input_ids.new_full((len(rows), length + width), pad)
