@@ -25,13 +25,19 @@ from robopoint_hf.evaluation.runner import (
     ANSWER_FIELDS,
     AnswerWriter,
     generate_answers,
+    image_batches,
     merge_answers,
     pipeline_answer_fn,
     read_answer_lines,
     run_answers,
     shard_bounds,
 )
-from robopoint_hf.evaluation.where2place import load_questions, score_answer_file, score_answer_files
+from robopoint_hf.evaluation.where2place import (
+    Where2PlaceQuestion,
+    load_questions,
+    score_answer_file,
+    score_answer_files,
+)
 
 REAL = Path(__file__).parent / "fixtures" / "where2place_real"
 SIX = Path(__file__).parent / "fixtures" / "where2place"  # six synthetic items with categories
@@ -194,6 +200,20 @@ def test_duplicate_question_ids_and_wrong_answer_counts_are_refused(questions, t
         generate_answers(twice, canned(), tmp_path / "a.jsonl", model_id="m")
     with pytest.raises(ValueError, match="returned 0 answers for 1 questions"):
         generate_answers(questions, lambda batch: [], tmp_path / "b.jsonl", model_id="m")
+
+
+def test_questions_about_one_image_are_batched_on_their_own(tmp_path):
+    """Runs of one image (by file, or by content for decoded images) get batches of their own, in file order."""
+    first, second = tmp_path / "a.png", tmp_path / "b.png"
+    Image.new("RGB", (4, 4), (1, 2, 3)).save(first)
+    Image.new("RGB", (4, 4), (4, 5, 6)).save(second)
+    decoded = [Image.open(first).convert("RGB"), Image.open(first).convert("RGB")]  # equal content, two objects
+    images = [second, first, tmp_path / "." / "a.png", first, second, decoded[0], decoded[1], second]
+    questions = [Where2PlaceQuestion(index, image, None, "q") for index, image in enumerate(images)]
+    batches = [[q.question_id for q in batch] for batch in image_batches(questions, 2)]
+    assert batches == [[0], [1, 2], [3], [4], [5, 6], [7]]
+    assert [[q.question_id for q in b] for b in image_batches(questions, 8)] == [[0], [1, 2, 3], [4], [5, 6], [7]]
+    assert [len(b) for b in image_batches(questions[:1] + questions[4:5] + questions[7:], 2)] == [2, 1]
 
 
 # ------------------------------------------------------------------------------------------- through the pipeline

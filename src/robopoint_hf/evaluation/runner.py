@@ -26,11 +26,12 @@ from a batch of questions to answer texts, so other models (or canned answers in
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -273,6 +274,39 @@ def collect_answers(
     return found
 
 
+def image_key(image: Any) -> Any:
+    """What `image_batches` groups by: the resolved path of an image file, the content of a decoded image."""
+    if isinstance(image, (str, os.PathLike)):
+        return str(Path(image).resolve())
+    if hasattr(image, "tobytes"):
+        return (image.mode, image.size, hashlib.blake2b(image.tobytes(), digest_size=16).digest())
+    return id(image)
+
+
+def image_batches(
+    questions: Sequence[Where2PlaceQuestion], batch_size: int
+) -> Iterator[Sequence[Where2PlaceQuestion]]:
+    """``questions`` in order, in batches of at most ``batch_size``, a run of questions about one image in batches of
+    its own: a batch that shows one image is decoded on one copy of its prefix (``generate(share_prefix=True)``),
+    where a batch mixing images runs every row on its own prompt."""
+    pending: list[Where2PlaceQuestion] = []
+    for _, run in itertools.groupby(questions, key=lambda question: image_key(question.image)):
+        run = list(run)
+        if len(run) == 1:
+            pending += run
+            if len(pending) == batch_size:
+                yield pending
+                pending = []
+            continue
+        if pending:
+            yield pending
+            pending = []
+        for first in range(0, len(run), batch_size):
+            yield run[first : first + batch_size]
+    if pending:
+        yield pending
+
+
 def generate_answers(
     questions: Sequence[Where2PlaceQuestion],
     answer_fn: AnswerFn,
@@ -310,8 +344,7 @@ def generate_answers(
         return 0
     written = 0
     with AnswerWriter(own) as writer:
-        for first in range(0, len(todo), batch_size):
-            batch = todo[first : first + batch_size]
+        for batch in image_batches(todo, batch_size):
             texts = list(answer_fn(batch))
             if len(texts) != len(batch):
                 raise ValueError(f"answer_fn returned {len(texts)} answers for {len(batch)} questions")
