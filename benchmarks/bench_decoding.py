@@ -6,10 +6,11 @@ Each comparison runs ours and the baseline side by side in one process (fp32, CP
    (`jump_forward_generate`): model forwards per answer, latency, and the mask's cost per step. The random model is
    steered to the same answer in every run by a bias on the answer's next token (`SteerToAnswer`), so outputs are
    equal and only the decoding machinery differs;
-2. five questions about one image: five independent ``generate`` calls vs one batched call with
-   ``share_prefix=True`` (identical tokens asserted), and one question with and without ``share_prefix``. What
-   sharing saves depends on how much of a decoding step is each row's cache rather than the weights every row
-   shares: ``--wide`` repeats it on one decoder layer of the 7B's width, where that balance is the real model's.
+2. five questions about one image: five independent ``generate`` calls vs one call with ``share_prefix=True``
+   (the questions packed on one copy of the prefix; identical tokens asserted), and one question with and without
+   ``share_prefix``. What a packed step costs over a one-row step is the linear layers' product on five rows
+   instead of one, which depends on the layers' width: ``--wide`` repeats it on one decoder layer of the 7B's width
+   (hidden 4096, MLP 11008, the LM head 32000 x 4096).
 
     python benchmarks/bench_decoding.py [--repeats 3] [--wide]
 """
@@ -90,8 +91,8 @@ def main() -> None:
     parser.add_argument(
         "--wide",
         action="store_true",
-        help="prefix sharing also on one decoder layer of the 7B's width (hidden 4096, MLP 11008), where the cache of "
-        "a row weighs against the weights as in the real model",
+        help="prefix sharing also on one decoder layer of the 7B's width (hidden 4096, MLP 11008), whose linear "
+        "layers have the real model's shapes",
     )
     args = parser.parse_args()
     torch.set_num_threads(2)
