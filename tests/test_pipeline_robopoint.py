@@ -195,6 +195,7 @@ def test_list_inputs_broadcast_and_dicts(random_pipe):
         random_pipe([image, other], texts + ["x"])
     with pytest.raises(ValueError, match="needs an instruction"):
         random_pipe(image)
+    assert random_pipe(image, []) == [] and random_pipe([], []) == []
 
 
 def test_image_kinds_give_the_same_answer(random_pipe, tmp_path):

@@ -263,13 +263,16 @@ class RoboPointPipeline(Pipeline):
             **kwargs: see the class docstring.
 
         Returns:
-            `dict` for a single input, `list[dict]` for list inputs.
+            `dict` for a single input, `list[dict]` for list inputs (empty for empty lists).
         """
         self._encoded_images = []  # features are reused within one call only, so weights cannot change under them
         one_image_many_questions = not isinstance(images, (list, tuple, dict)) and isinstance(text, (list, tuple))
         if one_image_many_questions and text and kwargs.get("batch_size") is None and self._batch_size is None:
             kwargs["batch_size"] = len(text)
-        return super().__call__(self._pair_inputs(images, text), **kwargs)
+        inputs = self._pair_inputs(images, text)
+        if isinstance(inputs, list) and not inputs:
+            return []  # no instruction, no result (transformers' pipeline would fail on the empty batch)
+        return super().__call__(inputs, **kwargs)
 
     @staticmethod
     def _pair_inputs(images, text) -> dict | list[dict]:

@@ -1,8 +1,8 @@
 """Several questions about one image, decoded on one copy of their common prefix.
 
 A robot asks a handful of questions about one camera frame. Batched, each row carries its own copy of the system
-prompt and the 576 image positions, and a decoding step reads every copy: on a CPU that traffic is as large as the
-weights' at mid size. Here the questions are packed into ONE sequence instead::
+prompt and the 576 image positions, and a decoding step reads every copy (on the mid-size bench model five copies
+weigh half as much as the weights a step reads). Here the questions are packed into ONE sequence instead::
 
     [ common prefix | question 1 | question 2 | ... ]   then, every step: [ next token of each unfinished row ]
 
@@ -73,9 +73,8 @@ class PackedRows:
         """Positions and mask of the packed prompt: the prefix at its positions, each question at those it has in
         its own prompt and seeing the prefix and itself, causally."""
         ends = self.next_position.tolist()
-        starts = [self.prefix_length] * len(ends)
         positions = torch.cat(
-            [torch.arange(self.prefix_length)] + [torch.arange(a, b) for a, b in zip(starts, ends, strict=True)]
+            [torch.arange(self.prefix_length)] + [torch.arange(self.prefix_length, end) for end in ends]
         ).to(self.owner.device)
         keys = self.owner[None, :]
         seen = torch.tril((keys == -1) | (keys == self.owner[:, None]))
