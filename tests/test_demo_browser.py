@@ -102,6 +102,27 @@ def read_table(page, index: int) -> list[list[float]]:
     return [[float(cell) for cell in row] for row in read_cells(page, index)]
 
 
+def set_slider(page, element: str, value: int, attempts: int = 6) -> None:
+    """Types ``value`` into a Gradio slider's number box until the slider itself shows it (the request reads the
+    slider). Typed while the accordion around it is still opening, the value is sometimes dropped; it is typed
+    again (Enter, then leaving the box: either commits it)."""
+    box = page.locator(f"{element} input[type=number]")
+    for attempt in range(attempts):
+        box.fill(str(value))
+        box.press("Enter")
+        box.press("Tab")
+        try:
+            page.wait_for_function(
+                "([selector, n]) => document.querySelector(selector)?.value === String(n)",
+                arg=[f"{element} input[type=range]", value],
+                timeout=PAGE_TIMEOUT_MS // attempts,
+            )
+            return
+        except sync_api.TimeoutError:
+            if attempt == attempts - 1:
+                raise
+
+
 def test_page_shows_the_pipelines_points(served, page, tmp_path, monkeypatch):
     url, pipelines = served
     monkeypatch.chdir(tmp_path)  # the browser's uploads must not land in the working directory either
@@ -113,11 +134,7 @@ def test_page_shows_the_pipelines_points(served, page, tmp_path, monkeypatch):
     # The folder-loaded model decodes constrained (the demo's default), where max points closes its answer: two
     # points keep the JSON short enough to be rendered whole by the page's code viewer.
     page.get_by_text("Generation").click()  # the accordion holding the generation options
-    page.locator("#max-points input[type=number]").fill(str(MAX_POINTS))
-    page.locator("#max-points input[type=number]").press("Enter")
-    page.wait_for_function(  # the slider took the value before the request is sent
-        "n => document.querySelector('#max-points input[type=range]')?.value === String(n)", arg=MAX_POINTS
-    )
+    set_slider(page, "#max-points", MAX_POINTS)
     page.locator("#submit").click()
     for index in range(len(pipelines)):
         try:
