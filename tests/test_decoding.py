@@ -11,7 +11,7 @@ import torch
 from conftest import ORIGINAL, QUESTION, expand_image_ids, read_ref, tiny_model, tiny_processor
 from PIL import Image
 from safetensors.torch import load_file
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, DynamicCache
 
 from robopoint_hf import RoboPointImageProcessor, RoboPointProcessor
 from robopoint_hf.checkpoints import default_model
@@ -413,6 +413,9 @@ def test_shared_prefix_gives_beam_search_a_copy_of_the_prefix(questions_on_one_i
         handle.remove()
     assert shared.tolist() == unshared.tolist()
     assert shapes[0][0] == 1 and {rows for rows, _ in shapes[1:]} == {6}
+    for own_cache in (dict(cache=DynamicCache()), dict(cache_implementation="static"), dict(use_cache=False)):
+        with pytest.raises(ValueError, match="builds its own cache"):
+            model.generate(**batch, **settings, **own_cache, share_prefix=True)
 
 
 def test_shared_prefix_sampling_draws_as_the_batched_call(questions_on_one_image):

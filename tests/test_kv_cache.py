@@ -88,3 +88,6 @@ def test_an_explicit_cache_choice_is_kept(model_and_batch):
     settings = dict(max_new_tokens=3, do_sample=False, return_dict_in_generate=True)
     assert type(model.generate(**batch, **settings, cache_implementation="dynamic").cache) is DynamicCache
     assert model.generate(**batch, **settings, use_cache=False).cache is None
+    mine = DynamicCache()
+    with pytest.warns(FutureWarning, match="past_key_values"):
+        assert model.generate(**batch, **settings, past_key_values=mine).cache is mine

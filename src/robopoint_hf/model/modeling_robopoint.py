@@ -385,7 +385,7 @@ class RoboPointForConditionalGeneration(RoboPointPreTrainedModel, LlavaForCondit
             sampled decoding with sdpa or eager attention then decode all rows on one packed sequence that holds
             the prefix once (`shared_prefix_generate`; no cache returned); other modes give each row a copy of the
             prefix's cache. The answers are those of the unshared call; the returned ids keep the given
-            ``input_ids`` layout. Rows whose images differ raise a ``ValueError``.
+            ``input_ids`` layout. Rows whose images differ raise a ``ValueError``, as does a cache of the caller's.
 
         Without a ``cache`` or ``cache_implementation`` the call decodes on a `ChunkedDynamicCache` (appends in
         place instead of copying the cache every step).
@@ -401,6 +401,11 @@ class RoboPointForConditionalGeneration(RoboPointPreTrainedModel, LlavaForCondit
             if images is None or not all(torch.equal(images[0], row) for row in images[1:]):
                 raise ValueError(
                     "share_prefix=True needs the same image (equal pixel_values or image_features) in every row."
+                )
+            if not self._takes_default_cache(kwargs):
+                raise ValueError(
+                    "share_prefix=True builds its own cache; pass no cache, past_key_values or cache_implementation, "
+                    "and leave use_cache on."
                 )
             if self._packs_rows(kwargs):
                 kwargs.update(first_image_inputs(kwargs))  # one image to encode for all rows
@@ -418,6 +423,7 @@ class RoboPointForConditionalGeneration(RoboPointPreTrainedModel, LlavaForCondit
     def _takes_default_cache(self, kwargs: dict) -> bool:
         return (
             kwargs.get("cache") is None
+            and kwargs.get("past_key_values") is None  # transformers' deprecated name of `cache`
             and self._setting(kwargs, "cache_implementation") is None
             and self._setting(kwargs, "use_cache") is not False
         )
@@ -433,7 +439,6 @@ class RoboPointForConditionalGeneration(RoboPointPreTrainedModel, LlavaForCondit
             and all(
                 kwargs.get(name) is None for name in ("assistant_model", "prompt_lookup_num_tokens", "custom_generate")
             )
-            and self._takes_default_cache(kwargs)
         )
 
     @torch.no_grad()
