@@ -126,7 +126,11 @@ def shared_prefix_generate(
     prefix_length = common_prefix_length(rows, model.config.image_token_id)
     suffixes = [row[prefix_length:] for row in rows]
     packed = PackedRows(
-        prefix_length, [len(suffix) for suffix in suffixes], input_ids.device, model.dtype, implementation == "sdpa"
+        prefix_length,
+        [len(suffix) for suffix in suffixes],
+        input_ids.device,
+        model.get_input_embeddings().weight.dtype,  # the language model's (the vision tower may differ)
+        implementation == "sdpa",
     )
     image_inputs = first_image_inputs(model_kwargs)
 
