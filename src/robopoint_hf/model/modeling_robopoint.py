@@ -19,8 +19,12 @@ What differs from the stock LLaVA classes, and why:
 3. Precomputed image features can be passed to ``forward``/``generate`` as ``image_features=`` (a robot asks several
    questions about one camera frame; the vision tower then runs once).
 4. The language model's linear layers and the LM head become `FewRowLinear` at the first forward: on CPU they
-   compute the few rows of a decoding step (1-8) as ``W @ X^T``, which CPU BLAS runs several times faster than
-   ``X @ W^T``; same weights, same values up to float summation order, same state dict.
+   compute the few rows of a decoding step (1-8) as ``W @ X^T`` or, from 2048 input features, with oneDNN, both
+   several times faster than CPU BLAS's ``X @ W^T``; same weights, same values up to float summation order, same
+   state dict.
+5. ``generate`` decodes on a `ChunkedDynamicCache` (appends in place) unless the call names a cache, and
+   ``generate(share_prefix=True)`` decodes questions about one image on one copy of their common prefix
+   (`shared_prefix_generate`).
 
 Saving writes the canonical llava-hf key layout (``language_model.model.*``, ``language_model.lm_head.weight``,
 ``vision_tower.vision_model.*``, ``multi_modal_projector.*``), so that a RoboPoint checkpoint and a llava-hf
