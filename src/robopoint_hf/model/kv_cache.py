@@ -24,7 +24,7 @@ class ChunkedDynamicLayer(DynamicLayer):
     the next ``update`` writes over the cropped positions, so a view taken before a crop sees them change.
     """
 
-    chunk = 256
+    chunk = 64
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
