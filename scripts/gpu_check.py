@@ -701,6 +701,16 @@ def _decoding_rows(section, args, model, processor, frame, prompts, new_tokens, 
                 "peak_gb": device.peak_gb(),
             }
         )
+    timed_rows = {row["workload"]: row for row in section["rows"] if "ms_per_answer" in row and "answers" in row}
+    alone, shared = (
+        timed_rows.get(f"pipeline, {name}")
+        for name in ("constrained decoding, jump-forward", "5 questions, 1 frame (shared prefix)")
+    )
+    if alone and shared:
+        section["notes"].append(
+            "5 questions, 1 frame: one call per question (jump-forward) / shared prefix, time per answer = "
+            f"{alone['ms_per_answer'] / shared['ms_per_answer']:.2f}x"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------
