@@ -214,6 +214,18 @@ def test_questions_about_one_image_are_batched_on_their_own(tmp_path):
     assert batches == [[0], [1, 2], [3], [4], [5, 6], [7]]
     assert [[q.question_id for q in b] for b in image_batches(questions, 8)] == [[0], [1, 2, 3], [4], [5, 6], [7]]
     assert [len(b) for b in image_batches(questions[:1] + questions[4:5] + questions[7:], 2)] == [2, 1]
+    # generate_answers asks in those batches, and writes the answers in file order.
+    calls = []
+    answer_fn = canned()
+    written = generate_answers(
+        questions,
+        lambda batch: calls.append([q.question_id for q in batch]) or answer_fn(batch),
+        tmp_path / "a.jsonl",
+        model_id="m",
+        batch_size=2,
+    )
+    assert written == 8 and calls == batches
+    assert [r["question_id"] for r in read_answer_lines(tmp_path / "a.jsonl")] == list(range(8))
 
 
 # ------------------------------------------------------------------------------------------- through the pipeline
