@@ -57,9 +57,9 @@ from .configuration_robopoint import RoboPointConfig, projector_depth
 from .kv_cache import ChunkedDynamicCache
 from .package_services import SERVICES
 from .shared_prefix import (
-    PACKED_ATTENTION,
     common_prefix_length,
     first_image_inputs,
+    packing_obstacle,
     shared_prefix_generate,
     unpadded_rows,
 )
@@ -434,15 +434,15 @@ class RoboPointForConditionalGeneration(RoboPointPreTrainedModel, LlavaForCondit
 
     def _packs_rows(self, kwargs: dict) -> bool:
         """Whether `shared_prefix_generate` can decode this call (else each row gets a copy of the prefix)."""
-        return (
-            self.config.get_text_config()._attn_implementation in PACKED_ATTENTION
-            and (self._setting(kwargs, "num_beams") or 1) == 1
-            and not self._setting(kwargs, "output_attentions")
-            and not self._setting(kwargs, "output_hidden_states")
-            and not kwargs.get("synced_gpus")
-            and all(
-                kwargs.get(name) is None for name in ("assistant_model", "prompt_lookup_num_tokens", "custom_generate")
-            )
+        obstacle = packing_obstacle(
+            self.config.get_text_config()._attn_implementation,
+            self._setting(kwargs, "num_beams"),
+            self._setting(kwargs, "output_attentions"),
+            self._setting(kwargs, "output_hidden_states"),
+            kwargs.get("synced_gpus"),
+        )
+        return obstacle is None and all(
+            kwargs.get(name) is None for name in ("assistant_model", "prompt_lookup_num_tokens", "custom_generate")
         )
 
     @torch.no_grad()

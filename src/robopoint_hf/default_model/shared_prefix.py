@@ -1,8 +1,8 @@
 """Several questions about one image, decoded on one copy of their common prefix.
 
 A robot asks a handful of questions about one camera frame. Batched, each row carries its own copy of the system
-prompt and the 576 image positions, and a decoding step reads every copy (on the mid-size bench model five copies
-weigh half as much as the weights a step reads). Here the questions are packed into ONE sequence instead::
+prompt and the 576 image positions, and a decoding step reads every copy. Here the questions are packed into ONE
+sequence instead::
 
     [ common prefix | question 1 | question 2 | ... ]   then, every step: [ next token of each unfinished row ]
 
@@ -23,6 +23,23 @@ from .kv_cache import ChunkedDynamicCache
 
 PACKED_ATTENTION = ("sdpa", "eager")
 """Attention implementations that take an arbitrary 4D mask (flash attention does not)."""
+
+
+def packing_obstacle(
+    attention: str | None,
+    num_beams: int | None,
+    output_attentions: bool | None,
+    output_hidden_states: bool | None,
+    synced_gpus: bool | None,
+) -> str | None:
+    """Why `shared_prefix_generate` cannot decode a call with these settings, or None when it can."""
+    if attention not in PACKED_ATTENTION:
+        return f"shared_prefix_generate needs one of {PACKED_ATTENTION} attention, not {attention}."
+    if synced_gpus or (num_beams or 1) != 1:
+        return "shared_prefix_generate decodes greedily or by sampling, one beam, without synced_gpus."
+    if output_attentions or output_hidden_states:
+        return "shared_prefix_generate returns no attentions or hidden states."
+    return None
 
 
 def unpadded_rows(input_ids: torch.LongTensor, attention_mask: torch.Tensor | None) -> list[torch.LongTensor]:
@@ -115,13 +132,16 @@ def shared_prefix_generate(
     padded as ``generate`` pads them; scores and logits are per row as ``generate`` returns them. No cache is
     returned (its layout is the packed one).
     """
-    if synced_gpus or (generation_config.num_beams or 1) != 1:
-        raise ValueError("shared_prefix_generate decodes greedily or by sampling, one beam, without synced_gpus.")
-    if generation_config.output_attentions or generation_config.output_hidden_states:
-        raise ValueError("shared_prefix_generate returns no attentions or hidden states.")
     implementation = model.config.get_text_config()._attn_implementation
-    if implementation not in PACKED_ATTENTION:
-        raise ValueError(f"shared_prefix_generate needs one of {PACKED_ATTENTION} attention, not {implementation}.")
+    obstacle = packing_obstacle(
+        implementation,
+        generation_config.num_beams,
+        generation_config.output_attentions,
+        generation_config.output_hidden_states,
+        synced_gpus,
+    )
+    if obstacle is not None:
+        raise ValueError(obstacle)
     rows = unpadded_rows(input_ids, model_kwargs.get("attention_mask"))
     prefix_length = common_prefix_length(rows, model.config.image_token_id)
     suffixes = [row[prefix_length:] for row in rows]
@@ -196,4 +216,10 @@ def shared_prefix_generate(
     return GenerateDecoderOnlyOutput(sequences=input_ids, scores=scores, logits=raw_logits)
 
 
-__all__ = ["common_prefix_length", "first_image_inputs", "shared_prefix_generate", "unpadded_rows"]
+__all__ = [
+    "common_prefix_length",
+    "first_image_inputs",
+    "packing_obstacle",
+    "shared_prefix_generate",
+    "unpadded_rows",
+]

@@ -279,7 +279,8 @@ def image_key(image: Any) -> Any:
     if isinstance(image, (str, os.PathLike)):
         return str(Path(image).resolve())
     if hasattr(image, "tobytes"):
-        return (image.mode, image.size, hashlib.blake2b(image.tobytes(), digest_size=16).digest())
+        digest = hashlib.blake2b(image.tobytes(), digest_size=16).digest()
+        return (getattr(image, "mode", None), getattr(image, "shape", None) or getattr(image, "size", None), digest)
     return id(image)
 
 
