@@ -368,10 +368,20 @@ def language_model_batches(model) -> tuple[list[tuple[int, int]], object]:
     return shapes, handle
 
 
+def test_common_prefix_leaves_every_row_a_token_and_holds_the_image():
+    rows = [torch.tensor(ids) for ids in ([1, 7, 7, 3, 4], [1, 7, 7, 3, 4], [1, 7, 7, 5])]
+    assert common_prefix_length(rows, image_token_id=7) == 3
+    assert common_prefix_length(rows[:2], image_token_id=7) == 4  # equal rows: the last token stays each row's own
+    assert common_prefix_length([torch.tensor([2, 7]), torch.tensor([1, 7])], image_token_id=9) == 0
+    with pytest.raises(ValueError, match="image placeholders inside the common prefix"):
+        common_prefix_length([torch.tensor([1, 3, 7]), torch.tensor([1, 4, 7])], image_token_id=7)
+
+
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 def test_shared_prefix_packs_the_questions_on_one_sequence(questions_on_one_image, attention):
-    """Greedy rows decoded on one packed sequence: every forward has batch 1 and one token per unfinished row, and
-    the tokens (padded after a row's end) and scores are those of the batched unshared call."""
+    """Greedy rows decoded on one packed sequence: the prefix is fed once, then the questions, then one token per
+    unfinished row, every forward with batch 1; the tokens (padded after a row's end) and scores are those of the
+    batched unshared call."""
     model = tiny_model()
     model.set_attn_implementation(attention)
     batch = questions_on_one_image
@@ -396,8 +406,8 @@ def test_shared_prefix_packs_the_questions_on_one_sequence(questions_on_one_imag
         torch.testing.assert_close(ours[rows], theirs[rows], rtol=1e-5, atol=1e-5)
     rows = unpadded_rows(batch["input_ids"], batch["attention_mask"])
     prefix = common_prefix_length(rows, model.config.image_token_id)
-    packed_prompt = prefix + sum(len(row) - prefix for row in rows)
-    assert shapes == [(1, packed_prompt)] + [(1, 3)] * 2 + [(1, 2)] * 9
+    questions = sum(len(row) - prefix for row in rows)
+    assert shapes == [(1, prefix), (1, questions)] + [(1, 3)] * 2 + [(1, 2)] * 9
 
 
 def test_shared_prefix_gives_beam_search_a_copy_of_the_prefix(questions_on_one_image):
