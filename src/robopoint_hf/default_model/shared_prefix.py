@@ -53,9 +53,9 @@ def common_prefix_length(rows: list[torch.LongTensor], image_token_id: int) -> i
     """Length of the tokens every row starts with, leaving each row at least one token of its own (its logits start
     the answer). Raises ``ValueError`` when an image placeholder lies past it: the image must be shared."""
     shortest = min(len(row) for row in rows)
-    length = 0
-    while length < shortest - 1 and all(row[length] == rows[0][length] for row in rows[1:]):
-        length += 1
+    heads = torch.stack([row[:shortest] for row in rows])
+    differing = (heads != heads[:1]).any(dim=0).nonzero()
+    length = min(shortest - 1, int(differing[0]) if len(differing) else shortest)
     if any(bool((row[length:] == image_token_id).any()) for row in rows):
         raise ValueError("share_prefix=True needs every row's image placeholders inside the common prefix.")
     return length
@@ -86,15 +86,14 @@ class PackedRows:
         )
         self.next_position = torch.tensor(suffix_lengths, dtype=torch.long, device=device) + prefix_length
 
-    def prompt(self) -> tuple[torch.LongTensor, torch.Tensor]:
-        """Positions and mask of the packed prompt: the prefix at its positions, each question at those it has in
-        its own prompt and seeing the prefix and itself, causally."""
+    def questions(self) -> tuple[torch.LongTensor, torch.Tensor]:
+        """Positions and mask of the questions, fed after the prefix: each question at the positions it has in its
+        own prompt, seeing the prefix and itself, causally."""
         ends = self.next_position.tolist()
-        positions = torch.cat(
-            [torch.arange(self.prefix_length)] + [torch.arange(self.prefix_length, end) for end in ends]
-        ).to(self.owner.device)
+        positions = torch.cat([torch.arange(self.prefix_length, end) for end in ends]).to(self.owner.device)
+        queries = self.owner[self.prefix_length :, None]
         keys = self.owner[None, :]
-        seen = torch.tril((keys == -1) | (keys == self.owner[:, None]))
+        seen = torch.tril((keys == -1) | (keys == queries), diagonal=self.prefix_length)
         return positions[None], self._mask(seen)
 
     def step(self, rows: torch.LongTensor) -> tuple[torch.LongTensor, torch.Tensor]:
@@ -162,19 +161,24 @@ def shared_prefix_generate(
     batch = input_ids.shape[0]
     unfinished = torch.ones(batch, dtype=torch.long, device=input_ids.device)
 
-    # The prompt: prefix and questions in one forward, keeping the logits of each question's last token.
-    positions, mask = packed.prompt()
+    # The prompt: the prefix alone (causal, the attention's fast path), then the questions in one forward, keeping
+    # the logits of each question's last token.
+    cache = ChunkedDynamicCache()
+    if prefix_length:
+        model(input_ids=rows[0][None, :prefix_length], cache=cache, use_cache=True, logits_to_keep=1, **image_inputs)
+        image_inputs = {}
+    positions, mask = packed.questions()
     outputs = model(
-        input_ids=torch.cat([rows[0][:prefix_length], *suffixes])[None],
+        input_ids=torch.cat(suffixes)[None],
         attention_mask=mask,
         position_ids=positions,
-        cache=ChunkedDynamicCache(),
+        cache=cache,
         use_cache=True,
-        logits_to_keep=torch.cumsum(packed.next_position - prefix_length, 0) + prefix_length - 1,
+        logits_to_keep=torch.cumsum(packed.next_position - prefix_length, 0) - 1,
         return_dict=True,
         **image_inputs,
     )
-    cache, active = outputs.cache, torch.arange(batch, device=input_ids.device)
+    active = torch.arange(batch, device=input_ids.device)
     while True:
         step_logits = outputs.logits[0].to(dtype=torch.float32)
         if len(active) == batch:
