@@ -3,9 +3,9 @@
 Each comparison runs ours and the baseline side by side in one process (fp32, CPU, 2 threads):
 
 1. an 8-point answer, free vs constrained (grammar mask + end at ``]``) and vs constrained with jump-forward
-   (`jump_forward_generate`): model forwards per answer, latency, and the mask's cost per step. The random model is
-   steered to the same answer in every run by a bias on the answer's next token (`SteerToAnswer`), so outputs are
-   equal and only the decoding machinery differs;
+   (`jump_forward_generate`): model forwards per answer, latency, and what the mask and the answer end cost per
+   step. The random model is steered to the same answer in every run by a bias on the answer's next token
+   (`SteerToAnswer`), so outputs are equal and only the decoding machinery differs;
 2. five questions about one image: five independent ``generate`` calls vs one call with ``share_prefix=True``
    (the questions packed on one copy of the prefix; identical tokens asserted), and one question with and without
    ``share_prefix``. What a packed step costs over a one-row step is the linear layers' product on five rows
@@ -25,14 +25,19 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from transformers import AutoTokenizer, LogitsProcessor
+from transformers import AutoTokenizer, LogitsProcessor, LogitsProcessorList, StoppingCriteriaList
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_generate import QUESTIONS, ROOT, TEXT, TOKENIZER, VISION, build_models  # noqa: E402
 from random_models import random_robopoint  # noqa: E402
 
 from robopoint_hf import RoboPointImageProcessor, RoboPointProcessor  # noqa: E402
-from robopoint_hf.model.decoding import AnswerGrammar, AnswerLogitsProcessor, answer_decoding_kwargs  # noqa: E402
+from robopoint_hf.model.decoding import (  # noqa: E402
+    AnswerEndCriteria,
+    AnswerGrammar,
+    AnswerLogitsProcessor,
+    answer_decoding_kwargs,
+)
 from robopoint_hf.model.points import add_answer_format, format_points  # noqa: E402
 
 
@@ -133,15 +138,19 @@ def main() -> None:
         )
         assert tokenizer.decode(free, skip_special_tokens=True) == answer == tokenizer.decode(con)
         assert torch.equal(con, jumped)
-        # The mask alone: one call per answer step, on logits of the model's width.
+        # What constraining adds to a step, alone: the mask and the answer end, called as generate calls them
+        # (through its processor and criteria lists), on logits of the model's width.
         grammar_steps = AnswerLogitsProcessor(AnswerGrammar.for_tokenizer(tokenizer, vocab_size=vocab), width)
+        processors = LogitsProcessorList([grammar_steps])
+        criteria = StoppingCriteriaList([AnswerEndCriteria(tokenizer, width)])
         scores = torch.zeros(1, vocab)
         full = torch.cat([inputs["input_ids"][0], con]).unsqueeze(0)
         start = time.perf_counter()
         for _ in range(args.repeats):
             grammar_steps._states = {(): grammar_steps.grammar.initial_state}  # cold memo: every state computed
             for step in range(len(con)):
-                grammar_steps(full[:, : width + step], scores)
+                processors(full[:, : width + step], scores)
+                criteria(full[:, : width + step + 1], scores)
         t_mask = (time.perf_counter() - start) / (args.repeats * len(con))
 
     # 2. shared prefix
@@ -170,7 +179,7 @@ def main() -> None:
     )
     step_free = t_free / steps_free
     print(
-        f"| grammar mask per step (ms) / free step (ms) | {1e3 * step_free:.2f} | {1e3 * t_mask:.3f} | {100 * t_mask / step_free:.1f} % | < 5 % |"
+        f"| constraint per step: mask + answer end (ms) / free step (ms) | {1e3 * step_free:.2f} | {1e3 * t_mask:.3f} | {100 * t_mask / step_free:.1f} % | < 5 % |"
     )
     for name, (t_five, t_shared, t_one, t_one_shared) in sharing.items():
         print(
