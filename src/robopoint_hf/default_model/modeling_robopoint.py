@@ -104,8 +104,8 @@ class FewRowLinear(nn.Linear):
     matrix-vector product that reads the weight at a fraction of the memory bandwidth, and on 2-8 rows through a
     general product that costs about one pass over the weight per row. Two kernels do better, each on its own
     range of widths: for inputs narrower than `onednn_min_in_features`, MKL's ``weight @ rows.T`` (one row
-    doubled); from that width (the 7B's and 13B's layers), oneDNN's inner product, which stays near one pass over
-    the weight up to 8 rows where ``weight @ rows.T`` grows with every row. Measurements: ``docs/design/decoding.md``.
+    doubled); from that width (the 7B's and 13B's layers), oneDNN's inner product, whose cost grows far less with
+    the number of rows than that of ``weight @ rows.T``. Measurements: ``docs/design/decoding.md``.
     The result equals ``nn.Linear``'s up to float summation order; training (autograd), other devices and dtypes,
     biases and longer inputs use ``nn.Linear``. ``FewRowLinear.max_rows = 0`` turns it off.
     """
