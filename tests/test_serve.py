@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from robopoint_hf.checkpoints import default_model
 from robopoint_hf.cli import main
 from robopoint_hf.evaluation.runner import read_answer_lines
 from robopoint_hf.inference.completions import RequestError, parse_chat_request
+from robopoint_hf.inference.server import Batcher
 from robopoint_hf.inference.serving import build_messages, build_request, parse_response
 from robopoint_hf.model.points import answer_regex
 
@@ -131,6 +133,21 @@ def test_ctrl_c_stops_the_server_with_130():
         running.process.send_signal(signal.SIGINT)
         assert running.process.wait(timeout=30) == 130
         assert running.log_text().rstrip().endswith("robopoint serve: error: interrupted")
+
+
+def test_a_closed_batcher_lets_go_of_the_model():
+    """Handler threads outlive the main thread's hold on the server; the model must not be theirs to free."""
+
+    class Model:
+        def __call__(self, *args, **kwargs):
+            raise AssertionError("nothing was submitted")
+
+    model = Model()
+    alive = weakref.ref(model)
+    batcher = Batcher(model)  # stands for the server that a keep-alive handler thread still holds
+    batcher.close()
+    del model
+    assert alive() is None and not batcher._thread.is_alive()
 
 
 def test_a_port_in_use_fails_before_the_model_loads(capsys):

@@ -103,9 +103,16 @@ class Batcher:
         return pending.future
 
     def close(self) -> None:
-        """Answers what is queued, then stops the thread."""
+        """Answers what is queued, stops the thread and lets go of the model.
+
+        Handler threads keep the server, and so this batcher, alive after the main thread is done with it. Were the
+        model still held here, the last of them to finish (e.g. a keep-alive connection closing while the
+        interpreter exits) would free its tensors, and a thread that frees torch tensors during interpreter shutdown
+        aborts the process (``terminate called without an active exception``) instead of exiting with its code.
+        """
         self._queue.put(None)
         self._thread.join()
+        self.pipe = None
 
     def _collect(self, first: _Pending) -> tuple[list[_Pending], bool]:
         batch, deadline = [first], time.monotonic() + self.batch_timeout
