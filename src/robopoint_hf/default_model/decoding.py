@@ -34,7 +34,6 @@ from transformers import (
 from transformers.generation import GenerateDecoderOnlyOutput
 
 from .points import answer_regex
-from .shared_prefix import feed_packed, prefill_packed
 
 CONSTRAINED_EXTRA = "pip install 'robopoint_hf[constrained]'"
 """How to install the grammar compiler (``outlines-core``) that constrained decoding needs."""
@@ -471,103 +470,6 @@ def jump_forward_generate(
     )
 
 
-def packed_jump_forward_generate(
-    model,
-    input_ids: torch.LongTensor,
-    logits_processor: LogitsProcessorList,
-    stopping_criteria: StoppingCriteriaList,
-    generation_config: GenerationConfig,
-    synced_gpus: bool = False,
-    streamer=None,
-    **model_kwargs,
-):
-    r"""`jump_forward_generate` for rows that share their image, on one packed sequence (`shared_prefix_generate`).
-
-    Used by ``RoboPointForConditionalGeneration.generate(share_prefix=True, custom_generate=jump_forward_generate)``
-    (what ``answer_decoding_kwargs(..., jump_forward=True)`` asks for) where the rows can be packed. Every forward
-    feeds, for each unfinished row, its chosen token and the grammar's forced continuation after it, so rows take
-    different numbers of tokens in one forward. Each row is then checked as `jump_forward_generate` checks its one
-    row: the logits processors and stopping criteria are called on that row's own tokens, so its tokens are those
-    of its own greedy decoding. A rejected draft cannot be cropped from the middle of the packed cache; it is
-    hidden from every later token instead (`~.shared_prefix.PackedRows.hide`).
-
-    Returns the ids in the given ``input_ids`` layout, rows that finished early padded with the pad token; with
-    ``output_scores``, one score row per answer position and row (zeros past a row's end). No cache is returned.
-    """
-    grammars = [processor for processor in logits_processor if isinstance(processor, AnswerLogitsProcessor)]
-    if not grammars:
-        raise ValueError("jump_forward_generate needs an AnswerLogitsProcessor (constrained decoding) to draft from.")
-    if generation_config.do_sample or (generation_config.num_beams or 1) != 1 or streamer is not None:
-        raise ValueError("Packed jump-forward decodes greedily (do_sample=False, num_beams=1), without a streamer.")
-    packed, cache, logits = prefill_packed(model, input_ids, generation_config, synced_gpus, model_kwargs)
-    mask = grammars[-1]
-    batch, width = input_ids.shape
-    keeping = [processor for processor in grammars if processor.unmasked_scores is not None]
-    unmasked = [[[] for _ in range(batch)] for _ in keeping]  # each processor's scores, per row
-    keep_scores = generation_config.return_dict_in_generate and generation_config.output_scores
-    scores: list[list[torch.Tensor]] = [[] for _ in range(batch)]
-    sequences = [input_ids[row : row + 1] for row in range(batch)]
-    drafts: list[tuple[int, ...]] = [()] * batch
-    row_logits = list(logits.split(1))
-    active = list(range(batch))
-    while active:
-        chunks = []
-        for row in active:
-            draft, ids = drafts[row], sequences[row]
-            for processor, rows in zip(keeping, unmasked, strict=True):
-                processor.unmasked_scores = rows[row]
-            for position in range(len(draft) + 1):
-                step_scores = logits_processor(ids, row_logits[row][position : position + 1])
-                if keep_scores:
-                    scores[row].append(step_scores)
-                token = int(step_scores[0].argmax())
-                ids = torch.cat([ids, ids.new_tensor([[token]])], dim=-1)
-                done = bool(stopping_criteria(ids, ())[0])
-                if done or position == len(draft) or token != draft[position]:
-                    break
-            sequences[row] = ids
-            packed.hide(row, len(draft) - position)
-            if done:
-                continue
-            state = mask.state(tuple(ids[0, mask.prompt_length :].tolist()))
-            draft = mask.grammar.forced_tokens(state) if state is not None else ()
-            drafts[row] = draft[: max(0, generation_config.max_length - ids.shape[1] - 1)]
-            chunks.append((row, (token, *drafts[row])))
-        active = [row for row, _ in chunks]
-        if not active:
-            break
-        rows = torch.tensor(active, device=input_ids.device)
-        lengths = torch.tensor([len(chunk) for _, chunk in chunks], device=input_ids.device)
-        tokens = torch.tensor([token for _, chunk in chunks for token in chunk], device=input_ids.device)
-        new_logits = feed_packed(model, cache, tokens, *packed.extend(rows, lengths)).split(lengths.tolist())
-        for row, row_new in zip(active, new_logits, strict=True):
-            row_logits[row] = row_new
-    for processor, rows in zip(keeping, unmasked, strict=True):
-        processor.unmasked_scores = _by_position(rows)
-    pad = generation_config._pad_token_tensor
-    length = max(ids.shape[1] for ids in sequences)
-    input_ids = torch.cat(
-        [
-            torch.nn.functional.pad(ids, (0, length - ids.shape[1]), value=int(pad) if pad is not None else 0)
-            for ids in sequences
-        ]
-    )
-    if not generation_config.return_dict_in_generate:
-        return input_ids
-    return GenerateDecoderOnlyOutput(sequences=input_ids, scores=tuple(_by_position(scores)) if keep_scores else None)
-
-
-def _by_position(rows: list[list[torch.Tensor]]) -> list[torch.Tensor]:
-    """Per-row lists of ``(1, vocab)`` score rows -> one ``(rows, vocab)`` tensor per answer position, zeros where a
-    row had ended."""
-    reference = next((row[0] for row in rows if row), None)
-    if reference is None:
-        return []
-    blank = torch.zeros_like(reference)
-    steps = max(len(row) for row in rows)
-    return [torch.cat([row[step] if step < len(row) else blank for row in rows]) for step in range(steps)]
-
-
 def answer_decoding_kwargs(
     tokenizer,
     prompt_length: int,
@@ -624,6 +526,5 @@ __all__ = [
     "AnswerLogitsProcessor",
     "answer_decoding_kwargs",
     "jump_forward_generate",
-    "packed_jump_forward_generate",
     "token_bytes",
 ]

@@ -140,10 +140,9 @@ class RoboPointPipeline(Pipeline):
             No point twice in an answer. Constrained: a token that would close a point equal to an earlier one is
             not allowed (the model writes its next choice). Free text: repeated points are dropped from ``points``.
         jump_forward (`bool`, *optional*, defaults to `True`):
-            Constrained and greedy, one row per ``generate`` call or several questions about one image: write the
-            text the grammar forces (``.`` after ``0``, ``", "`` between values) in the forward of the token before
-            it, checked against the model's own choice (`~decoding.jump_forward_generate`,
-            `~decoding.packed_jump_forward_generate`). Same tokens as without it, fewer forwards.
+            Constrained, greedy, one row per ``generate`` call: write the text the grammar forces (``.`` after
+            ``0``, ``", "`` between values) in the forward of the token before it, checked against the model's own
+            choice (`~decoding.jump_forward_generate`). Same tokens as without it, fewer forwards.
         max_points (`int`, *optional*):
             Constrained: the answer closes after ``max_points`` points. Free text: keep only the ``max_points``
             highest-scoring points (in the model's order). Boxes are not affected.
@@ -345,12 +344,6 @@ class RoboPointPipeline(Pipeline):
         if params.get("num_return_sequences", 1) != 1:
             raise ValueError("RoboPointPipeline returns one answer per input; num_return_sequences must be 1.")
         greedy = not params.get("do_sample", False) and params.get("num_beams", 1) == 1
-        if self._native_llava:
-            image_kwargs, share_prefix = {"pixel_values": model_inputs["pixel_values"]}, False
-        else:
-            features = self._image_features(model_inputs["pixel_values"])
-            share_prefix = len(features) > 1 and all(torch.equal(features[0], row) for row in features[1:])
-            image_kwargs = {"image_features": features, "share_prefix": share_prefix}
         generate_kwargs = answer_decoding_kwargs(
             self.processor.tokenizer,
             input_ids.shape[1],
@@ -360,9 +353,15 @@ class RoboPointPipeline(Pipeline):
             distinct_points=distinct_points,
             vocab_size=self.model.config.get_text_config().vocab_size,
             keep_unmasked_scores=True,
-            jump_forward=jump_forward and greedy and (input_ids.shape[0] == 1 or share_prefix),
+            jump_forward=jump_forward and greedy and input_ids.shape[0] == 1,
             generate_kwargs=generate_kwargs,
         )
+        if self._native_llava:
+            image_kwargs = {"pixel_values": model_inputs["pixel_values"]}
+        else:
+            features = self._image_features(model_inputs["pixel_values"])
+            share_prefix = len(features) > 1 and all(torch.equal(features[0], row) for row in features[1:])
+            image_kwargs = {"image_features": features, "share_prefix": share_prefix}
         outputs = self.model.generate(
             input_ids=input_ids, attention_mask=attention_mask, **image_kwargs, **generate_kwargs
         )

@@ -54,7 +54,6 @@ from transformers.models.llava.modeling_llava import (
 )
 
 from .configuration_robopoint import RoboPointConfig, projector_depth
-from .decoding import jump_forward_generate, packed_jump_forward_generate
 from .kv_cache import ChunkedDynamicCache
 from .package_services import SERVICES
 from .shared_prefix import (
@@ -388,8 +387,7 @@ class RoboPointForConditionalGeneration(RoboPointPreTrainedModel, LlavaForCondit
             All rows ask about the same image (equal ``pixel_values`` or ``image_features`` rows, compared by
             content): the tokens every row starts with (system prompt, image, ...) are prefilled once. Greedy and
             sampled decoding with sdpa or eager attention then decode all rows on one packed sequence that holds
-            the prefix once (`shared_prefix_generate`, or `packed_jump_forward_generate` for
-            ``custom_generate=jump_forward_generate``; no cache returned); other modes give each row a copy of the
+            the prefix once (`shared_prefix_generate`; no cache returned); other modes give each row a copy of the
             prefix's cache. The answers are those of the unshared call; the returned ids keep the given
             ``input_ids`` layout. Rows whose images differ raise a ``ValueError``, as does a cache of the caller's.
 
@@ -415,11 +413,7 @@ class RoboPointForConditionalGeneration(RoboPointPreTrainedModel, LlavaForCondit
                 )
             if self._packs_rows(kwargs):
                 kwargs.update(first_image_inputs(kwargs))  # one image to encode for all rows
-                jump = kwargs.pop("custom_generate", None) is jump_forward_generate
-                loop = packed_jump_forward_generate if jump else shared_prefix_generate
-                return super().generate(**kwargs, custom_generate=loop)
-            if kwargs.get("custom_generate") is jump_forward_generate:
-                del kwargs["custom_generate"]  # it decodes one row; these rows decode greedily, to the same tokens
+                return super().generate(**kwargs, custom_generate=shared_prefix_generate)
             return self._generate_with_copied_prefix(**kwargs)
         if self._takes_default_cache(kwargs):
             kwargs["cache"] = ChunkedDynamicCache()
@@ -447,10 +441,8 @@ class RoboPointForConditionalGeneration(RoboPointPreTrainedModel, LlavaForCondit
             self._setting(kwargs, "output_hidden_states"),
             kwargs.get("synced_gpus"),
         )
-        return (
-            obstacle is None
-            and all(kwargs.get(name) is None for name in ("assistant_model", "prompt_lookup_num_tokens"))
-            and kwargs.get("custom_generate") in (None, jump_forward_generate)
+        return obstacle is None and all(
+            kwargs.get(name) is None for name in ("assistant_model", "prompt_lookup_num_tokens", "custom_generate")
         )
 
     @torch.no_grad()

@@ -21,9 +21,6 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .kv_cache import ChunkedDynamicCache
 
-HIDDEN = -2
-"""Owner of a packed position no token sees (`PackedRows.hide`); the prefix's owner is -1, a row's its index."""
-
 PACKED_ATTENTION = ("sdpa", "eager")
 """Attention implementations that take an arbitrary 4D mask (flash attention does not)."""
 
@@ -108,27 +105,6 @@ class PackedRows:
         keys = self.owner[None, :]
         return positions[None], self._mask((keys == -1) | (keys == rows[:, None]))
 
-    def extend(self, rows: torch.LongTensor, lengths: torch.LongTensor) -> tuple[torch.LongTensor, torch.Tensor]:
-        """Positions and mask of ``lengths[i]`` new tokens of each of ``rows`` (appended row after row): each sees the
-        prefix, its own row's earlier tokens and its row's new tokens up to itself."""
-        owners = torch.repeat_interleave(rows, lengths)
-        starts = torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths)
-        positions = self.next_position[owners] + torch.arange(len(owners), device=owners.device) - starts
-        self.next_position[rows] += lengths
-        first = len(self.owner)
-        self.owner = torch.cat([self.owner, owners])
-        keys, index = self.owner[None, :], torch.arange(len(self.owner), device=owners.device)
-        seen = (keys == -1) | ((keys == owners[:, None]) & (index[None, :] <= index[first:, None]))
-        return positions[None], self._mask(seen)
-
-    def hide(self, row: int, count: int) -> None:
-        """Hides the last ``count`` tokens of ``row`` (a rejected draft) from every later token; they stay in the
-        cache, which cannot be cropped in the middle. The row's next token takes the first of their positions."""
-        if count:
-            mine = (self.owner == row).nonzero().squeeze(1)
-            self.owner[mine[-count:]] = HIDDEN
-            self.next_position[row] -= count
-
     def _mask(self, seen: torch.Tensor) -> torch.Tensor:
         """``seen`` as the 4D mask the attention implementation takes: boolean for sdpa, additive for eager."""
         if self.boolean:
@@ -137,12 +113,24 @@ class PackedRows:
         return blocked.masked_fill(seen, 0.0)[None, None]
 
 
-def prefill_packed(
-    model, input_ids: torch.LongTensor, generation_config: GenerationConfig, synced_gpus: bool, model_kwargs: dict
-) -> tuple[PackedRows, ChunkedDynamicCache, torch.Tensor]:
-    """Checks that the call can be packed, then feeds the prompt: the prefix alone (causal, the attention's fast
-    path), then the questions in one forward. Returns the layout, the cache and the float32 logits of each row's
-    last prompt token (rows x vocabulary)."""
+def shared_prefix_generate(
+    model,
+    input_ids: torch.LongTensor,
+    logits_processor: LogitsProcessorList,
+    stopping_criteria: StoppingCriteriaList,
+    generation_config: GenerationConfig,
+    synced_gpus: bool = False,
+    streamer=None,
+    **model_kwargs,
+):
+    r"""Greedy or sampled decoding of rows that share their image, on one packed sequence (see the module).
+
+    A ``custom_generate`` loop for :meth:`~transformers.GenerationMixin.generate`, used by
+    ``RoboPointForConditionalGeneration.generate(share_prefix=True)`` where it applies (sdpa or eager attention, no
+    beams, no attention or hidden-state outputs). The returned ids keep the given ``input_ids`` layout, finished rows
+    padded as ``generate`` pads them; scores and logits are per row as ``generate`` returns them. No cache is
+    returned (its layout is the packed one).
+    """
     implementation = model.config.get_text_config()._attn_implementation
     obstacle = packing_obstacle(
         implementation,
@@ -165,6 +153,16 @@ def prefill_packed(
     )
     image_inputs = first_image_inputs(model_kwargs)
 
+    keep = generation_config.return_dict_in_generate
+    scores = () if keep and generation_config.output_scores else None
+    raw_logits = () if keep and generation_config.output_logits else None
+    pad = generation_config._pad_token_tensor
+    pads_finished = any(hasattr(criteria, "eos_token_id") for criteria in stopping_criteria)
+    batch = input_ids.shape[0]
+    unfinished = torch.ones(batch, dtype=torch.long, device=input_ids.device)
+
+    # The prompt: the prefix alone (causal, the attention's fast path), then the questions in one forward, keeping
+    # the logits of each question's last token.
     cache = ChunkedDynamicCache()
     if prefix_length:
         model(input_ids=rows[0][None, :prefix_length], cache=cache, use_cache=True, logits_to_keep=1, **image_inputs)
@@ -180,54 +178,9 @@ def prefill_packed(
         return_dict=True,
         **image_inputs,
     )
-    return packed, cache, outputs.logits[0].to(dtype=torch.float32)
-
-
-def feed_packed(
-    model, cache: ChunkedDynamicCache, tokens: torch.LongTensor, positions: torch.LongTensor, mask: torch.Tensor
-) -> torch.Tensor:
-    """One forward of ``tokens`` appended to the packed sequence (positions and mask from `PackedRows`); the float32
-    logits of every one of them."""
-    outputs = model(
-        input_ids=tokens[None],
-        attention_mask=mask,
-        position_ids=positions,
-        cache=cache,
-        use_cache=True,
-        return_dict=True,
-    )
-    return outputs.logits[0].to(dtype=torch.float32)
-
-
-def shared_prefix_generate(
-    model,
-    input_ids: torch.LongTensor,
-    logits_processor: LogitsProcessorList,
-    stopping_criteria: StoppingCriteriaList,
-    generation_config: GenerationConfig,
-    synced_gpus: bool = False,
-    streamer=None,
-    **model_kwargs,
-):
-    r"""Greedy or sampled decoding of rows that share their image, on one packed sequence (see the module).
-
-    A ``custom_generate`` loop for :meth:`~transformers.GenerationMixin.generate`, used by
-    ``RoboPointForConditionalGeneration.generate(share_prefix=True)`` where it applies (sdpa or eager attention, no
-    beams, no attention or hidden-state outputs). The returned ids keep the given ``input_ids`` layout, finished rows
-    padded as ``generate`` pads them; scores and logits are per row as ``generate`` returns them. No cache is
-    returned (its layout is the packed one).
-    """
-    packed, cache, step_logits = prefill_packed(model, input_ids, generation_config, synced_gpus, model_kwargs)
-    keep = generation_config.return_dict_in_generate
-    scores = () if keep and generation_config.output_scores else None
-    raw_logits = () if keep and generation_config.output_logits else None
-    pad = generation_config._pad_token_tensor
-    pads_finished = any(hasattr(criteria, "eos_token_id") for criteria in stopping_criteria)
-    batch = input_ids.shape[0]
-    unfinished = torch.ones(batch, dtype=torch.long, device=input_ids.device)
-
     active = torch.arange(batch, device=input_ids.device)
     while True:
+        step_logits = outputs.logits[0].to(dtype=torch.float32)
         if len(active) == batch:
             next_logits = step_logits
         else:
@@ -251,7 +204,15 @@ def shared_prefix_generate(
         active = unfinished.nonzero().squeeze(1)
         if len(active) == 0:
             break
-        step_logits = feed_packed(model, cache, next_tokens[active], *packed.step(active))
+        positions, mask = packed.step(active)
+        outputs = model(
+            input_ids=next_tokens[active][None],
+            attention_mask=mask,
+            position_ids=positions,
+            cache=cache,
+            use_cache=True,
+            return_dict=True,
+        )
     if streamer is not None:
         streamer.end()
     if not keep:
@@ -263,9 +224,6 @@ __all__ = [
     "common_prefix_length",
     "first_image_inputs",
     "packing_obstacle",
-    "PackedRows",
-    "feed_packed",
-    "prefill_packed",
     "shared_prefix_generate",
     "unpadded_rows",
 ]
