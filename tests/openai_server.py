@@ -65,6 +65,15 @@ class RunningServer:
         return self.log.read_text(errors="replace")
 
 
+def answer_ctrl_c() -> None:
+    """``preexec_fn`` of commands that a test interrupts: SIGINT back to its default disposition.
+
+    A shell starts background jobs with SIGINT ignored, children inherit that, and Python then installs no
+    KeyboardInterrupt handler: a test suite run in the background would see its Ctrl-C tests hang.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextlib.contextmanager
 def running_server(
     command: list[str], port: int, *, name: str, startup_timeout: float = STARTUP_TIMEOUT_S
@@ -79,7 +88,9 @@ def running_server(
 
     log = tempfile.NamedTemporaryFile(prefix="openai-server-", suffix=".log", delete=False)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    process = subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, preexec_fn=answer_ctrl_c
+    )
     base_url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + startup_timeout

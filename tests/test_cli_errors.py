@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from openai_server import answer_ctrl_c
 
 from robopoint_hf.checkpoints import DEFAULT_MODEL_DIR
 
@@ -124,7 +125,7 @@ def test_ctrl_c_is_one_line_and_exit_130(files):
     """The command blocks reading an image from a named pipe; Ctrl-C (SIGINT) arrives while it waits."""
     fifo = Path(files["root"]) / "image.fifo"
     os.mkfifo(fifo)
-    process = robopoint("predict", "--image", str(fifo), "--instruction", "x")
+    process = robopoint("predict", "--image", str(fifo), "--instruction", "x", preexec_fn=answer_ctrl_c)
     opened = threading.Event()
     writer: list[int] = []
 
