@@ -3,8 +3,10 @@ shared image prefix gives the same tokens as separate prefills."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -354,8 +356,9 @@ def questions_on_one_image():
     return processor(images=[image] * 3, text=questions, return_tensors="pt")
 
 
-def language_model_batches(model) -> tuple[list[tuple[int, int]], object]:
-    """(batch, length) of every language-model forward, and the hook's handle."""
+@contextlib.contextmanager
+def language_model_batches(model) -> Iterator[list[tuple[int, int]]]:
+    """(batch, length) of every language-model forward while the block runs."""
     shapes = []
     handle = model.model.language_model.register_forward_pre_hook(
         lambda _, args, kwargs: (
@@ -365,7 +368,10 @@ def language_model_batches(model) -> tuple[list[tuple[int, int]], object]:
         ),
         with_kwargs=True,
     )
-    return shapes, handle
+    try:
+        yield shapes
+    finally:
+        handle.remove()
 
 
 def test_common_prefix_leaves_every_row_a_token_and_holds_the_image():
@@ -393,11 +399,8 @@ def test_shared_prefix_packs_the_questions_on_one_sequence(questions_on_one_imag
     assert end not in free[1:].flatten().tolist()
     settings.update(eos_token_id=end, pad_token_id=0)
     unshared = model.generate(**batch, **settings)
-    shapes, handle = language_model_batches(model)
-    try:
+    with language_model_batches(model) as shapes:
         shared = model.generate(**batch, **settings, share_prefix=True)
-    finally:
-        handle.remove()
     assert shared.sequences.tolist() == unshared.sequences.tolist()
     assert shared.sequences[0, width + 3 :].tolist() == [0] * 9  # padded after its end, as generate pads
     assert len(shared.scores) == len(unshared.scores) == 12
@@ -416,11 +419,8 @@ def test_shared_prefix_gives_beam_search_a_copy_of_the_prefix(questions_on_one_i
     batch = questions_on_one_image
     settings = dict(max_new_tokens=6, do_sample=False, num_beams=2)
     unshared = model.generate(**batch, **settings)
-    shapes, handle = language_model_batches(model)
-    try:
+    with language_model_batches(model) as shapes:
         shared = model.generate(**batch, **settings, share_prefix=True)
-    finally:
-        handle.remove()
     assert shared.tolist() == unshared.tolist()
     assert shapes[0][0] == 1 and {rows for rows, _ in shapes[1:]} == {6}
     for own_cache in (dict(cache=DynamicCache()), dict(cache_implementation="static"), dict(use_cache=False)):
