@@ -9,10 +9,11 @@ Each comparison runs ours and the baseline side by side in one process (fp32, CP
 2. five questions about one image: five independent ``generate`` calls vs one call with ``share_prefix=True``
    (the questions packed on one copy of the prefix; identical tokens asserted), and one question with and without
    ``share_prefix``. What a packed step costs over a one-row step is the linear layers' product on five rows
-   instead of one, which depends on the layers' width: ``--wide`` repeats it on one decoder layer of the 7B's width
-   (hidden 4096, MLP 11008, the LM head 32000 x 4096).
+   instead of one, which depends on the layers' width: ``--wide`` repeats it on decoder layers of the 7B's width
+   (hidden 4096, MLP 11008, the LM head 32000 x 4096), one by default; ``--wide-layers 4`` gives the decoder
+   layers a larger share of a step beside the LM head, nearer the 7B's 32 layers.
 
-    python benchmarks/bench_decoding.py [--repeats 3] [--wide]
+    python benchmarks/bench_decoding.py [--repeats 3] [--wide] [--wide-layers 1]
 """
 
 from __future__ import annotations
@@ -41,15 +42,16 @@ from robopoint_hf.model.decoding import (  # noqa: E402
 from robopoint_hf.model.points import add_answer_format, format_points  # noqa: E402
 
 
-def interleaved(baseline, ours, repeats: int):
-    """Best time of each, runs alternating (the machine is shared: load drifts over a block of repeats)."""
-    best, results = [float("inf"), float("inf")], [None, None]
+def interleaved(*functions, repeats: int) -> tuple[list[float], list]:
+    """Best time and last result of each function, runs alternating (the machine is shared: load drifts over a
+    block of repeats, so each ratio compares runs made side by side)."""
+    best, results = [float("inf")] * len(functions), [None] * len(functions)
     for _ in range(repeats):
-        for index, function in enumerate((baseline, ours)):
+        for index, function in enumerate(functions):
             start = time.perf_counter()
             results[index] = function()
             best[index] = min(best[index], time.perf_counter() - start)
-    return best[0], best[1], results[0], results[1]
+    return best, results
 
 
 class SteerToAnswer(LogitsProcessor):
@@ -73,17 +75,17 @@ def shared_prefix_times(model, processor, image, new_tokens: int, repeats: int) 
     singles = [processor(images=image, text=question, return_tensors="pt") for question in QUESTIONS[:5]]
     batch = processor(images=[image] * 5, text=QUESTIONS[:5], return_tensors="pt")
     with torch.inference_mode():
-        t_five, t_shared, alone, shared = interleaved(
+        (t_five, t_shared), (alone, shared) = interleaved(
             lambda: [model.generate(**one, **generate) for one in singles],
             lambda: model.generate(**batch, **generate, share_prefix=True),
-            repeats,
+            repeats=repeats,
         )
         for row, ids in enumerate(alone):
             assert shared[row, -new_tokens:].tolist() == ids[0, -new_tokens:].tolist()
-        t_one, t_one_shared, one, one_shared = interleaved(
+        (t_one, t_one_shared), (one, one_shared) = interleaved(
             lambda: model.generate(**singles[0], **generate),
             lambda: model.generate(**singles[0], **generate, share_prefix=True),
-            repeats,
+            repeats=repeats,
         )
         assert torch.equal(one, one_shared)
     return t_five, t_shared, t_one, t_one_shared
@@ -96,8 +98,14 @@ def main() -> None:
     parser.add_argument(
         "--wide",
         action="store_true",
-        help="prefix sharing also on one decoder layer of the 7B's width (hidden 4096, MLP 11008), whose linear "
+        help="prefix sharing also on decoder layers of the 7B's width (hidden 4096, MLP 11008), whose linear "
         "layers have the real model's shapes",
+    )
+    parser.add_argument(
+        "--wide-layers",
+        type=int,
+        default=1,
+        help="number of decoder layers of the --wide model (the 7B has 32; each adds ~0.8 GB and ~20 s a repeat)",
     )
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -130,11 +138,9 @@ def main() -> None:
         return model.generate(**inputs, **kwargs)[0, width:], forwards[0]
 
     with torch.inference_mode():
-        t_free, t_con, (free, steps_free), (con, steps_con) = interleaved(
-            lambda: decode(False), lambda: decode(True), args.repeats
-        )
-        t_free_jf, t_jump, _, (jumped, steps_jump) = interleaved(
-            lambda: decode(False), lambda: decode(True, jump_forward=True), args.repeats
+        # One baseline for both comparisons: free, constrained and jump-forward take turns.
+        (t_free, t_con, t_jump), ((free, steps_free), (con, steps_con), (jumped, steps_jump)) = interleaved(
+            lambda: decode(False), lambda: decode(True), lambda: decode(True, jump_forward=True), repeats=args.repeats
         )
         assert tokenizer.decode(free, skip_special_tokens=True) == answer == tokenizer.decode(con)
         assert torch.equal(con, jumped)
@@ -157,9 +163,10 @@ def main() -> None:
     sharing = {"mid-size": shared_prefix_times(model, processor, image, args.new_tokens, args.repeats)}
     if args.wide:
         text = {**TEXT, "hidden_size": 4096, "intermediate_size": 11008, "num_attention_heads": 32}
-        text.update(num_key_value_heads=32, num_hidden_layers=1)
+        text.update(num_key_value_heads=32, num_hidden_layers=args.wide_layers)
         wide = random_robopoint(VISION, text, projector_type="mlp2x_gelu")
-        sharing["7B width, 1 layer"] = shared_prefix_times(wide, processor, image, args.new_tokens, args.repeats)
+        name = f"7B width, {args.wide_layers} layer{'s' if args.wide_layers > 1 else ''}"
+        sharing[name] = shared_prefix_times(wide, processor, image, args.new_tokens, args.repeats)
         del wide
 
     print(f"mid-size random model (bench_generate.py), fp32 CPU, 2 threads, best of {args.repeats}; shared machine")
@@ -175,7 +182,7 @@ def main() -> None:
         f"| 8-point answer latency (s): free / constrained | {t_free:.3f} | {t_con:.3f} | {t_free / t_con:.2f}x | - |"
     )
     print(
-        f"| 8-point answer latency (s): free / jump-forward | {t_free_jf:.3f} | {t_jump:.3f} | {t_free_jf / t_jump:.2f}x | >= 1.3x |"
+        f"| 8-point answer latency (s): free / jump-forward | {t_free:.3f} | {t_jump:.3f} | {t_free / t_jump:.2f}x | >= 1.3x |"
     )
     step_free = t_free / steps_free
     print(
