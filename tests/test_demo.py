@@ -249,8 +249,9 @@ def test_cli_launches_on_loopback_with_the_upload_cap(model_folder, monkeypatch,
     assert "warning: listening on 0.0.0.0" in capsys.readouterr().out
 
 
-def test_cli_cleans_up_on_sigterm(model_folder, monkeypatch):
-    """`kill` (systemd, container stop) takes the Ctrl-C path, so the temp dir with visitors' images is removed."""
+def test_cli_cleans_up_on_sigterm_and_exits_130(model_folder, monkeypatch, capsys):
+    """`kill` (systemd, container stop) takes the Ctrl-C path: the temp dir with visitors' images is removed, and the
+    command ends as every interrupted ``robopoint`` command does (130, one line)."""
     import signal
 
     import robopoint_hf.demo.app as demo_module
@@ -264,7 +265,8 @@ def test_cli_cleans_up_on_sigterm(model_folder, monkeypatch):
     monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
     monkeypatch.setattr(demo_module, "launch_demo", launch_then_terminate)
     handler = signal.getsignal(signal.SIGTERM)
-    assert demo_command.run(parse(["--model", str(model_folder)])) == 0
+    assert main(["demo", "--model", str(model_folder)]) == 130
+    assert capsys.readouterr().err.strip() == "robopoint demo: error: interrupted"
     assert not Path(seen["temp_dir"]).exists()
     assert signal.getsignal(signal.SIGTERM) is handler
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,8 +23,9 @@ from openai_server import robopoint_server
 from robopoint_hf.checkpoints import default_model
 from robopoint_hf.cli import main
 from robopoint_hf.evaluation.runner import read_answer_lines
+from robopoint_hf.inference import server as server_module
 from robopoint_hf.inference.completions import RequestError, parse_chat_request
-from robopoint_hf.inference.server import Batcher
+from robopoint_hf.inference.server import Batcher, BatcherClosed, CompletionServer
 from robopoint_hf.inference.serving import build_messages, build_request, parse_response
 from robopoint_hf.model.points import answer_regex
 
@@ -148,6 +150,37 @@ def test_a_closed_batcher_lets_go_of_the_model():
     batcher.close()
     del model
     assert alive() is None and not batcher._thread.is_alive()
+    with pytest.raises(BatcherClosed, match="shutting down"):  # a late request on an open connection: 503
+        batcher.submit(parse_chat_request(chat_body(), "m", default_max_new_tokens=8))
+
+
+def test_shutdown_writes_the_answers_of_requests_in_flight(pipe, monkeypatch):
+    """Ctrl-C while a request waits in the batcher: the batcher answers it, and ``server_close`` returns only once
+    that answer is written. The handler threads are daemons, which the interpreter's exit stops mid-write."""
+    written = []
+    send = server_module._Handler._send
+
+    def send_and_record(handler, status, body, headers=None):
+        send(handler, status, body, headers)
+        written.append(status)
+
+    monkeypatch.setattr(server_module._Handler, "_send", send_and_record)
+    # A batch of 2 that waits 30 s for its second request: the one request sent stays queued until the shutdown.
+    server = CompletionServer(pipe, "m", port=0, max_batch_size=2, batch_timeout=30)
+    queued, submit = threading.Event(), server.batcher.submit
+    server.batcher.submit = lambda request: (submit(request), queued.set())[0]
+    serving = threading.Thread(target=server.serve_forever)
+    serving.start()
+    with ThreadPoolExecutor(1) as client:
+        response = client.submit(
+            httpx.post, f"{server.url}/chat/completions", json=chat_body(max_tokens=8), timeout=60
+        )
+        assert queued.wait(timeout=60)
+        server.shutdown()
+        serving.join()
+        server.server_close()
+        assert written == [200]
+        assert response.result().json()["usage"]["completion_tokens"] == 8
 
 
 def test_a_port_in_use_fails_before_the_model_loads(capsys):

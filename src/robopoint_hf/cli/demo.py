@@ -131,8 +131,6 @@ def run(args: argparse.Namespace) -> int:
         demo = build_demo(models, device=args.device, dtype=args.dtype, bits=bits)
         try:
             launch_demo(demo, host=args.host, port=args.port, share=args.share, max_file_size=args.max_file_size)
-        except KeyboardInterrupt:
-            pass
         finally:
             demo.close(verbose=False)
     return 0

@@ -14,6 +14,11 @@ rows that show the same image). A seeded sampling request is answered alone. If 
 asked again one by one, so that one bad row fails alone. Each response carries an ``X-Batch-Size`` header (the
 requests answered together with it), and each batch is logged at INFO.
 
+Shutdown (``server_close``, which ``robopoint serve`` runs on Ctrl-C or SIGTERM) stops listening, answers every
+request already queued, and waits up to `DRAIN_TIMEOUT` seconds for their responses to be written, so that work the
+model has done reaches its client before the process exits; a request arriving on an open connection meanwhile
+gets 503.
+
 Endpoints: ``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /health``.
 
 Example::
@@ -27,12 +32,13 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -47,7 +53,9 @@ __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_MAX_BATCH_SIZE",
     "DEFAULT_PORT",
+    "DRAIN_TIMEOUT",
     "Batcher",
+    "BatcherClosed",
     "CompletionServer",
 ]
 
@@ -65,6 +73,14 @@ client's burst of concurrent requests to arrive together, short against one answ
 
 MAX_BODY_BYTES = 64 * 2**20
 """Largest request body: a 4K camera frame as a PNG data URL is about 30 MB."""
+
+DRAIN_TIMEOUT = 10.0
+"""Seconds `CompletionServer.server_close` waits, once the queued requests are answered, for their responses to be
+written: ample for a local write, and bounded, so that a client that stopped reading cannot hold up the exit."""
+
+
+class BatcherClosed(RuntimeError):
+    """`Batcher.submit` after `Batcher.close`: the server is shutting down."""
 
 
 @dataclass
@@ -93,13 +109,19 @@ class Batcher:
         self.max_batch_size = max_batch_size
         self.batch_timeout = batch_timeout
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
+        self._closed = False
+        self._closing = threading.Lock()  # a request is queued before the end marker, or refused
         self._thread = threading.Thread(target=self._run, name="robopoint-batcher", daemon=True)
         self._thread.start()
 
     def submit(self, request: ChatRequest) -> Future:
-        """Queues ``request``; the future's result is ``(pipeline result, batch size)``."""
+        """Queues ``request``; the future's result is ``(pipeline result, batch size)``. Raises `BatcherClosed`
+        after `close`."""
         pending = _Pending(request)
-        self._queue.put(pending)
+        with self._closing:
+            if self._closed:
+                raise BatcherClosed("the server is shutting down")
+            self._queue.put(pending)
         return pending.future
 
     def close(self) -> None:
@@ -110,7 +132,9 @@ class Batcher:
         interpreter exits) would free its tensors, and a thread that frees torch tensors during interpreter shutdown
         aborts the process (``terminate called without an active exception``) instead of exiting with its code.
         """
-        self._queue.put(None)
+        with self._closing:
+            self._closed = True
+            self._queue.put(None)
         self._thread.join()
         self.pipe = None
 
@@ -197,17 +221,22 @@ class _Handler(BaseHTTPRequestHandler):
         except RequestError as error:
             self._error(error.status, str(error))
             return
-        try:
-            result, batch_size = self.server.batcher.submit(request).result()
-        except ValueError as error:  # the pipeline's own checks (e.g. a prompt longer than the model's context)
-            self._error(400, str(error))
-            return
-        except Exception as error:
-            logger.exception("generation failed")
-            self._error(500, f"{type(error).__name__}: {error}")
-            return
-        body = chat_completion(result, self.server.model_name, logprobs=request.logprobs)
-        self._send(200, body, {"X-Batch-Size": str(batch_size)})
+        with self.server.answering():
+            try:
+                result, batch_size = self.server.batcher.submit(request).result()
+            except BatcherClosed as error:
+                self.close_connection = True
+                self._error(503, str(error))
+                return
+            except ValueError as error:  # the pipeline's own checks (e.g. a prompt longer than the model's context)
+                self._error(400, str(error))
+                return
+            except Exception as error:
+                logger.exception("generation failed")
+                self._error(500, f"{type(error).__name__}: {error}")
+                return
+            body = chat_completion(result, self.server.model_name, logprobs=request.logprobs)
+            self._send(200, body, {"X-Batch-Size": str(batch_size)})
 
     def _body(self) -> Any:
         try:
@@ -272,6 +301,8 @@ class CompletionServer(ThreadingHTTPServer):
         self.default_max_new_tokens = pipe.model.generation_config.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
         super().__init__((host, port), _Handler)  # binds first: a port in use fails before any thread starts
         self.batcher = Batcher(pipe, max_batch_size=max_batch_size, batch_timeout=batch_timeout)
+        self._in_flight = 0
+        self._idle = threading.Condition()
 
     @property
     def url(self) -> str:
@@ -279,6 +310,23 @@ class CompletionServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         return f"http://{host}:{port}/v1"
 
+    @contextlib.contextmanager
+    def answering(self) -> Iterator[None]:
+        """Counts a request as in flight, from its queueing to its response's last byte (see `server_close`)."""
+        with self._idle:
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
     def server_close(self) -> None:
+        """Stops listening, answers the queued requests and waits (at most `DRAIN_TIMEOUT` s) until their responses
+        are written. The handler threads are daemons, which the interpreter stops mid-write at exit."""
         super().server_close()
         self.batcher.close()
+        with self._idle:
+            if not self._idle.wait_for(lambda: self._in_flight == 0, timeout=DRAIN_TIMEOUT):
+                logger.warning("%d response(s) not written within %.0f s of shutdown", self._in_flight, DRAIN_TIMEOUT)
