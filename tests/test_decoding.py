@@ -4,6 +4,7 @@ shared image prefix gives the same tokens as separate prefills."""
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import re
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ import torch
 from conftest import ORIGINAL, QUESTION, expand_image_ids, read_ref, tiny_model, tiny_processor
 from PIL import Image
 from safetensors.torch import load_file
-from transformers import AutoTokenizer, DynamicCache
+from transformers import AutoTokenizer, DynamicCache, LogitsProcessor
 
 from robopoint_hf import RoboPointImageProcessor, RoboPointProcessor
 from robopoint_hf.checkpoints import default_model
@@ -193,6 +194,38 @@ def test_forced_tokens_spell_what_every_answer_writes_next(tokenizers, name):
     assert grammar.forced_tokens(grammar.initial_state) == ()  # " [" or "[": two ways
 
 
+@pytest.mark.parametrize("name", ["llama", "shipped"])
+def test_drafts_are_the_answers_own_tokens_up_to_an_unlikely_branch(tokenizers, name):
+    """Drafts continue the forced text through the likely branches (a value ``0.``, the list going on), in the tokens
+    the tokenizer writes answers with: at every token boundary of real answers the drafted tokens are allowed one
+    after the other, and they are the answer's own next tokens up to where its text writes ``1`` or ``]``."""
+    tokenizer = tokenizers[name]
+    grammar = AnswerGrammar.for_tokenizer(tokenizer)
+    rng = random.Random(3)
+    prompt = tokenizer("ASSISTANT:", add_special_tokens=False).input_ids
+    agreed = 0
+    for _ in range(40):
+        points = [(rng.choice([1.0, rng.random()]), rng.random()) for _ in range(rng.randint(0, 4))]
+        ids = tokenizer("ASSISTANT: " + format_points(points), add_special_tokens=False).input_ids[len(prompt) :]
+        state = grammar.initial_state
+        for position, token in enumerate(ids):
+            draft, walk = grammar.draft_tokens(state), state
+            for drafted in draft:
+                walk = grammar.next_state(walk, drafted)
+                assert walk is not None
+            assert grammar.spelling(draft).startswith(grammar.forced_text(state))
+            same = 0
+            while same < len(draft) and ids[position + same : position + same + 1] == [draft[same]]:
+                same += 1
+            if same < len(draft):
+                written, guessed = grammar.spelling(ids[position + same :]), grammar.spelling(draft[same:])
+                branch = len(os.path.commonprefix([written, guessed]))
+                assert written[branch : branch + 1] in (b"1", b"]"), (format_points(points), written, guessed)
+            agreed += same
+            state = grammar.next_state(state, token)
+    assert agreed > 100
+
+
 def decode_both_ways(model, processor, inputs, max_points=None, **options):
     """Constrained greedy decoding without and with jump-forward: [(outputs, unmasked scores)] x 2, forwards x 2."""
     width = inputs["input_ids"].shape[1]
@@ -234,6 +267,43 @@ def test_jump_forward_gives_greedy_tokens_with_fewer_forwards(vicuna_full):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
         if options["max_new_tokens"] == 60:
             assert forwards[1] < 0.8 * forwards[0], forwards
+
+
+class Dictate(LogitsProcessor):
+    """Lifts the logit of the next of ``ids`` above every other, so that a random model writes them."""
+
+    def __init__(self, ids: list[int], prompt_length: int):
+        self.ids, self.prompt_length = ids, prompt_length
+
+    def __call__(self, input_ids, scores):
+        lift = torch.zeros_like(scores)
+        lift[:, self.ids[min(input_ids.shape[1] - self.prompt_length, len(self.ids) - 1)]] = 1e4
+        return scores + lift
+
+
+@pytest.mark.parametrize(
+    "answer",
+    ["[(0.461, 0.527), (0.000, 0.998), (0.310, 0.402)]", "[(1.000, 0.250), (0.500, 1.000)]", "[(0.125, 0.750)]", "[]"],
+)
+def test_jump_forward_writes_answers_that_take_the_unlikely_branches(vicuna_full, answer):
+    """The drafts guess ``0.`` and a list that goes on; answers with ``1.000`` values, one point or none come out
+    token for token as step-by-step constrained decoding writes them, with the scores the model gives in that
+    context (a rejected draft leaves nothing in the cache)."""
+    tokenizer = AutoTokenizer.from_pretrained(ORIGINAL / "vicuna-mlp2x-full")
+    processor = RoboPointProcessor(RoboPointImageProcessor(), tokenizer)
+    inputs = processor(images=str(ORIGINAL / "images/sink.jpg"), text=QUESTION, return_tensors="pt")
+    width = inputs["input_ids"].shape[1]
+    prompt = tokenizer("ASSISTANT:", add_special_tokens=False).input_ids
+    ids = tokenizer("ASSISTANT: " + answer, add_special_tokens=False).input_ids[len(prompt) :]
+    dictate = Dictate([*ids, tokenizer.eos_token_id], width)
+    results, forwards = decode_both_ways(vicuna_full, processor, inputs, max_new_tokens=60, logits_processor=[dictate])
+    (plain, plain_scores), (jumped, jumped_scores) = results
+    assert tokenizer.decode(plain.sequences[0, width:], skip_special_tokens=True) == answer
+    assert jumped.sequences.tolist() == plain.sequences.tolist()
+    assert len(jumped_scores) == len(plain_scores)
+    for a, b in zip(plain_scores, jumped_scores, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
+    assert forwards[1] < forwards[0] if answer != "[]" else forwards[1] == forwards[0]
 
 
 def test_jump_forward_closes_the_answer_when_max_points_forces_it():

@@ -19,8 +19,11 @@ is compiled.
 
 from __future__ import annotations
 
+import random
 import re
 import weakref
+from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -33,12 +36,21 @@ from transformers import (
 )
 from transformers.generation import GenerateDecoderOnlyOutput
 
-from .points import answer_regex
+from .points import answer_regex, format_points
 
 CONSTRAINED_EXTRA = "pip install 'robopoint_hf[constrained]'"
 """How to install the grammar compiler (``outlines-core``) that constrained decoding needs."""
 
 _BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+LIKELY_BRANCHES: dict[frozenset[bytes], bytes] = {
+    frozenset((b"0", b"1")): b"0",
+    frozenset((b"(", b"]")): b"(",
+    frozenset((b",", b"]")): b",",
+}
+"""The choices of the answer language that answers nearly always make one way, keyed by the next bytes the grammar
+allows, and the way `AnswerGrammar.draft_tokens` guesses: a value is ``0.ddd`` (``1.000`` is only the image's far
+edge), and a list goes on after ``[`` and after a tuple's ``)`` (it closes once per answer)."""
 
 
 def _byte_level_alphabet() -> dict[str, int]:
@@ -89,9 +101,12 @@ class AnswerGrammar:
         regex (`str`): the language, normally :func:`~.points.answer_regex`.
         vocab_size (`int`, *optional*): width of the model's logits, which may exceed the tokenizer's vocabulary;
             the extra ids are never allowed.
+        examples (`Sequence[str]`, *optional*): answers in the language; the tokens the tokenizer writes them with are
+            the ones jump-forward drafts (`forced_tokens`), so its drafts are what a model trained on such answers
+            writes. `for_tokenizer` passes answers of `format_points`.
     """
 
-    def __init__(self, tokenizer, regex: str, vocab_size: int | None = None):
+    def __init__(self, tokenizer, regex: str, vocab_size: int | None = None, examples: Sequence[str] = ()):
         try:
             from outlines_core import Index, Vocabulary
         except ImportError as error:
@@ -121,6 +136,21 @@ class AnswerGrammar:
                 self._one_byte[spelled[0]] = min(ids, key=lambda index: (index in self._byte_fallback, index))
         self._forced: dict[int, tuple[int, ...]] = {}
         self._forced_texts: dict[int, bytes] = {}
+        self._drafts: dict[int, tuple[int, ...]] = {}
+        self._usual_next = self._tabulate_next_tokens(tokenizer, examples)
+
+    def _tabulate_next_tokens(self, tokenizer, examples: Sequence[str]) -> dict[int, tuple[int, ...]]:
+        """For each state the ``examples`` pass through, the tokens they continue with there, most frequent first."""
+        seen: dict[int, Counter] = {}
+        for answer in examples:
+            state = self.initial_state
+            for token in tokenizer(answer, add_special_tokens=False).input_ids:
+                following = self.next_state(state, token)
+                if following is None:
+                    break
+                seen.setdefault(state, Counter())[token] += 1
+                state = following
+        return {state: tuple(token for token, _ in counts.most_common()) for state, counts in seen.items()}
 
     @classmethod
     def for_tokenizer(
@@ -137,7 +167,8 @@ class AnswerGrammar:
         compiled = _GRAMMARS.setdefault(tokenizer, {})
         key = (regex, vocab_size or len(tokenizer))
         if key not in compiled:
-            compiled[key] = cls(tokenizer, regex, vocab_size)
+            examples = _example_answers(max_points, decimals, tuple_size)
+            compiled[key] = cls(tokenizer, regex, vocab_size, examples)
         return compiled[key]
 
     def next_state(self, state: int, token: int) -> int | None:
@@ -164,15 +195,28 @@ class AnswerGrammar:
         """Tokens spelling the text the grammar forces from ``state`` (``.`` after ``0``, ``", "`` after a value).
 
         The forced text is found byte by byte (every allowed token starts with the same byte, and the answer cannot
-        end there); it is then cut into the longest allowed tokens, preferring a vocabulary token to a byte-fallback
-        one of the same spelling, and cut short where an allowed token would write the rest of it and more (the
-        model may write ``),`` where ``)`` is forced). That is a guess of how the model writes it, not a rule: `jump_forward_generate`
-        checks every forced token against the model's own choice. Cached per state.
+        end there); it is then cut into the tokens the grammar's examples write there (elsewhere the longest allowed
+        ones), and cut short where the usual token would write more than the forced text (``),`` where ``)`` is
+        forced). Cached per state.
         """
         forced = self._forced.get(state)
         if forced is None:
             forced = self._forced[state] = self._tokens_for(state, self.forced_text(state))
         return forced
+
+    def draft_tokens(self, state: int) -> tuple[int, ...]:
+        """`forced_tokens`, continued through the `LIKELY_BRANCHES`: the text the answer most likely writes next.
+
+        After a y value that is ``), (0.`` (another point, x below 1) where `forced_tokens` has nothing (``),`` and
+        ``)]`` are both allowed). The walk stops at a free digit or a choice outside `LIKELY_BRANCHES`, and the text
+        is cut into tokens as in `forced_tokens`. `jump_forward_generate` checks every drafted token against the
+        model's own choice, so a wrong guess (the last point's ``)]``, a ``1.000``) costs only the drafted positions
+        of one forward. Cached per state.
+        """
+        draft = self._drafts.get(state)
+        if draft is None:
+            draft = self._drafts[state] = self._tokens_for(state, self._walk_text(state, likely=True))
+        return draft
 
     def spelling(self, tokens) -> bytes:
         """The text ``tokens`` write (special tokens write nothing)."""
@@ -187,16 +231,20 @@ class AnswerGrammar:
         """The text every answer writes next from ``state`` (cached per state); see `forced_tokens`."""
         cached = self._forced_texts.get(state)
         if cached is None:
-            cached = self._forced_texts[state] = self._walk_forced_text(state)
+            cached = self._forced_texts[state] = self._walk_text(state, likely=False)
         return cached
 
-    def _walk_forced_text(self, state: int) -> bytes:
+    def _walk_text(self, state: int, likely: bool) -> bytes:
+        """The bytes every answer writes next from ``state``; with ``likely``, through `LIKELY_BRANCHES` too."""
         text = b""
         while not self.is_final(state):
-            first_bytes = {spelled[:1] for _, spelled in self._allowed_spellings(state)}
-            if len(first_bytes) != 1:
+            first_bytes = frozenset(spelled[:1] for _, spelled in self._allowed_spellings(state))
+            if len(first_bytes) == 1:
+                (byte,) = first_bytes
+            elif likely and first_bytes in LIKELY_BRANCHES:
+                byte = LIKELY_BRANCHES[first_bytes]
+            else:
                 break
-            byte = first_bytes.pop()
             token = self._one_byte.get(byte[0])
             following = None if token is None else self._index.get_next_state(state, token)
             if following is None:
@@ -205,20 +253,29 @@ class AnswerGrammar:
         return text
 
     def _tokens_for(self, state: int, text: bytes) -> tuple[int, ...]:
+        """``text`` cut into the tokens a model most likely writes it with: where the examples went through ``state``,
+        the token they wrote there most often, while it spells a prefix of the rest; elsewhere the longest allowed
+        token (a vocabulary token before a byte-fallback one), stopping where an allowed token would write the rest and
+        more (`),` where `)` is forced)."""
         tokens, start = [], 0
         while start < len(text):
-            allowed = self._allowed_spellings(state)
-            rest = text[start:]
-            if any(len(spelled) > len(rest) and spelled.startswith(rest) for _, spelled in allowed):
-                break  # a token may write the rest of the forced text and more (`),` after `)`): not a safe guess
-            fitting = [
-                (len(spelled), token not in self._byte_fallback, -token)
-                for token, spelled in allowed
-                if text.startswith(spelled, start)
-            ]
-            if not fitting:
-                break
-            token = -max(fitting)[2]
+            if usual := self._usual_next.get(state):
+                token = usual[0]
+                if not text.startswith(self._spelled[token], start):
+                    break
+            else:
+                allowed = self._allowed_spellings(state)
+                rest = text[start:]
+                if any(len(spelled) > len(rest) and spelled.startswith(rest) for _, spelled in allowed):
+                    break
+                fitting = [
+                    (len(spelled), token not in self._byte_fallback, -token)
+                    for token, spelled in allowed
+                    if text.startswith(spelled, start)
+                ]
+                if not fitting:
+                    break
+                token = -max(fitting)[2]
             tokens.append(token)
             start += len(self._spelled[token])
             state = self._index.get_next_state(state, token)
@@ -257,6 +314,20 @@ class AnswerGrammar:
 
 
 _GRAMMARS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _example_answers(max_points: int | None, decimals: int, tuple_size: int, count: int = 24) -> list[str]:
+    """Answers of `format_points` in the language of ``answer_regex(max_points, decimals, tuple_size)``: 0 to
+    ``max_points`` (at most 32; 8 when unlimited, where the automaton loops) tuples, one value in ten 0 or 1."""
+    rng, most = random.Random(0), min(max_points or 8, 32)
+
+    def value() -> float:
+        return rng.choice((0.0, 1.0)) if rng.random() < 0.1 else rng.random()
+
+    sizes = [most, *(rng.randint(0, most) for _ in range(count - 1))]
+    return [
+        format_points([tuple(value() for _ in range(tuple_size)) for _ in range(size)], decimals) for size in sizes
+    ]
 
 
 class AnswerLogitsProcessor(LogitsProcessor):
@@ -390,8 +461,9 @@ def jump_forward_generate(
 
     A ``custom_generate`` loop for :meth:`~transformers.GenerationMixin.generate` (``generate(...,
     custom_generate=jump_forward_generate)``, or ``answer_decoding_kwargs(..., jump_forward=True)``). After each
-    chosen token the grammar's forced continuation (`AnswerGrammar.forced_tokens`: ``.`` after ``0``, ``", "`` after
-    a value, ...) is fed in the same forward as the token, like a speculative draft: the logits of every position
+    chosen token the answer's likely continuation (`AnswerGrammar.draft_tokens`: the forced text, ``.`` after ``0``
+    and ``", "`` after a value, carried on through `LIKELY_BRANCHES`, e.g. ``), (0.`` after a point) is fed in the
+    same forward as the token, as a speculative draft: the logits of every position
     are run through the logits processors and the draft is kept up to the first token greedy decoding would not
     have chosen, where the model's own choice is taken instead. The tokens are therefore those of plain greedy
     decoding with the same processors, and the scores too up to float summation order (positions computed in one
@@ -456,7 +528,7 @@ def jump_forward_generate(
         if rejected := len(draft) - position:
             shrink(rejected)
         state = mask.state(tuple(input_ids[0, mask.prompt_length :].tolist()))
-        draft = mask.grammar.forced_tokens(state) if state is not None else ()
+        draft = mask.grammar.draft_tokens(state) if state is not None else ()
         draft = draft[: max(0, generation_config.max_length - input_ids.shape[1] - 1)]
         grow(1 + len(draft))
         sequence = torch.cat([input_ids, input_ids.new_tensor([draft])], dim=-1) if draft else input_ids
@@ -521,6 +593,7 @@ def answer_decoding_kwargs(
 
 __all__ = [
     "CONSTRAINED_EXTRA",
+    "LIKELY_BRANCHES",
     "AnswerEndCriteria",
     "AnswerGrammar",
     "AnswerLogitsProcessor",

@@ -313,11 +313,12 @@ def clamp_points(points: Sequence[Point], width: int | None = None, height: int 
     return clamped
 
 
-def format_points(points: Sequence[tuple[float, float]] | Sequence[Point], decimals: int = 3) -> str:
+def format_points(points: Sequence[tuple[float, ...]] | Sequence[Point], decimals: int = 3) -> str:
     """Format points the way RoboPoint writes answers.
 
     Args:
-        points (`Sequence[tuple[float, float]]` or `Sequence[Point]`): normalized ``(x, y)`` pairs.
+        points (`Sequence[tuple[float, ...]]` or `Sequence[Point]`): normalized ``(x, y)`` pairs (or boxes
+            ``(x0, y0, x1, y1)``, written the same way).
         decimals (`int`, *optional*, defaults to 3): digits after the decimal point (RoboPoint's labels use 3).
 
     Example:
@@ -327,8 +328,8 @@ def format_points(points: Sequence[tuple[float, float]] | Sequence[Point], decim
     '[(0.461, 0.527), (0.498, 0.521)]'
     ```
     """
-    pairs = [(p.x, p.y) if isinstance(p, Point) else p for p in points]
-    return "[" + ", ".join(f"({x:.{decimals}f}, {y:.{decimals}f})" for x, y in pairs) + "]"
+    tuples = [(p.x, p.y) if isinstance(p, Point) else p for p in points]
+    return "[" + ", ".join("(" + ", ".join(f"{v:.{decimals}f}" for v in values) + ")" for values in tuples) + "]"
 
 
 def add_answer_format(instruction: str, sep: str = " ") -> str:
