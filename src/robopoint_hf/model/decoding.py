@@ -101,9 +101,9 @@ class AnswerGrammar:
         regex (`str`): the language, normally :func:`~.points.answer_regex`.
         vocab_size (`int`, *optional*): width of the model's logits, which may exceed the tokenizer's vocabulary;
             the extra ids are never allowed.
-        examples (`Sequence[str]`, *optional*): answers in the language; the tokens the tokenizer writes them with are
-            the ones jump-forward drafts (`forced_tokens`), so its drafts are what a model trained on such answers
-            writes. `for_tokenizer` passes answers of `format_points`.
+        examples (`Sequence[str]`, *optional*): answers in the language; jump-forward drafts the tokens the tokenizer
+            writes them with (`forced_tokens`, `draft_tokens`), which are what a model trained on such answers writes.
+            `for_tokenizer` passes answers of `format_points`.
     """
 
     def __init__(self, tokenizer, regex: str, vocab_size: int | None = None, examples: Sequence[str] = ()):
@@ -207,9 +207,9 @@ class AnswerGrammar:
     def draft_tokens(self, state: int) -> tuple[int, ...]:
         """`forced_tokens`, continued through the `LIKELY_BRANCHES`: the text the answer most likely writes next.
 
-        After a y value that is ``), (0.`` (another point, x below 1) where `forced_tokens` has nothing (``),`` and
-        ``)]`` are both allowed). The walk stops at a free digit or a choice outside `LIKELY_BRANCHES`, and the text
-        is cut into tokens as in `forced_tokens`. `jump_forward_generate` checks every drafted token against the
+        After a y value the draft is ``), (0.`` (another point, its x below 1), where `forced_tokens` has nothing
+        (``),`` and ``)]`` are both allowed). The walk stops at a free digit or a choice outside `LIKELY_BRANCHES`,
+        and the text is cut into tokens as in `forced_tokens`. `jump_forward_generate` checks every drafted token against the
         model's own choice, so a wrong guess (the last point's ``)]``, a ``1.000``) costs only the drafted positions
         of one forward. Cached per state.
         """
@@ -463,9 +463,9 @@ def jump_forward_generate(
     custom_generate=jump_forward_generate)``, or ``answer_decoding_kwargs(..., jump_forward=True)``). After each
     chosen token the answer's likely continuation (`AnswerGrammar.draft_tokens`: the forced text, ``.`` after ``0``
     and ``", "`` after a value, carried on through `LIKELY_BRANCHES`, e.g. ``), (0.`` after a point) is fed in the
-    same forward as the token, as a speculative draft: the logits of every position
-    are run through the logits processors and the draft is kept up to the first token greedy decoding would not
-    have chosen, where the model's own choice is taken instead. The tokens are therefore those of plain greedy
+    same forward as the token, as a speculative draft: the logits of every position are run through the logits
+    processors and the draft is kept up to the first token greedy decoding would not have chosen, where the model's
+    own choice is taken instead. The tokens are therefore those of plain greedy
     decoding with the same processors, and the scores too up to float summation order (positions computed in one
     forward); what changes is the number of forwards (the cache is cropped past a rejected draft).
 
