@@ -558,6 +558,8 @@ def test_pipeline_decodes_constrained_with_free_scores(shipped_pipe):
 
 
 def test_pipeline_list_of_instructions_shares_the_prefix(shipped_pipe, monkeypatch):
+    """One frame, several instructions: the frame is preprocessed and encoded once, the questions decoded in one call
+    on one copy of its prefix, with the answers of one call per question."""
     image = Image.open(f"{default_model()}/example_3_object_attribute.jpg")
     questions = ["Point to the red object.", "Find free space on the left of the table, please.", "Point to it."]
     one_by_one = [shipped_pipe(image, question, max_new_tokens=40) for question in questions]
@@ -568,9 +570,19 @@ def test_pipeline_list_of_instructions_shares_the_prefix(shipped_pipe, monkeypat
         calls.append((kwargs["input_ids"].shape[0], kwargs.get("share_prefix")))
         return generate(model, *args, **kwargs)
 
+    preprocessed = []
+    image_processor = type(shipped_pipe.processor.image_processor)
+    preprocess = image_processor.__call__
+
+    def count(processor, images, *args, **kwargs):
+        preprocessed.append(len(images) if isinstance(images, list) else 1)
+        return preprocess(processor, images, *args, **kwargs)
+
     monkeypatch.setattr(type(shipped_pipe.model), "generate", spy)
+    monkeypatch.setattr(image_processor, "__call__", count)
     together = shipped_pipe(image, questions, max_new_tokens=40)
     assert calls == [(3, True)]
+    assert preprocessed == [1]  # the frame is preprocessed once, each question only tokenized
     assert [row["text"] for row in together] == [row["text"] for row in one_by_one]
     for row, alone in zip(together, one_by_one, strict=True):
         assert [p["score"] for p in row["points"]] == pytest.approx([p["score"] for p in alone["points"]], abs=1e-5)

@@ -18,7 +18,13 @@ from conftest import run_without_robopoint_hf, tiny_model, tiny_processor
 from PIL import Image
 from transformers import pipeline
 
-from robopoint_hf.model.pipeline_robopoint import RoboPointPipeline, left_align, register_pipeline, token_char_ends
+from robopoint_hf.model.pipeline_robopoint import (
+    RECENT_IMAGES,
+    RoboPointPipeline,
+    left_align,
+    register_pipeline,
+    token_char_ends,
+)
 from robopoint_hf.model.point_records import item_scores, item_spans, keep_top_points
 from robopoint_hf.model.points import ANSWER_FORMAT_SUFFIX, parse_points
 
@@ -242,6 +248,25 @@ def test_vision_tower_runs_once_per_image_and_call(random_pipe):
     finally:
         hook.remove()
     assert together == separately
+
+
+def test_a_long_list_of_images_keeps_only_the_recent_ones(random_pipe):
+    """Pixel values and features are reused for the `RECENT_IMAGES` most recent images of a call (repeats come in
+    runs): a call over many images holds no more than those and its current batch, and an image seen again after
+    more than that many others is encoded again."""
+    encoded = []
+    hook = random_pipe.model.model.vision_tower.register_forward_hook(
+        lambda module, args, output: encoded.append(args[0].shape[0])
+    )
+    many = [Image.new("RGB", (30, 20), (20 * index, 0, 0)) for index in range(RECENT_IMAGES + 3)]
+    try:
+        results = random_pipe([*many, many[0]], "Point to the mug.", max_new_tokens=2, batch_size=2)
+    finally:
+        hook.remove()
+    assert sum(encoded) == len(many) + 1
+    assert len(random_pipe._encoded_images) <= RECENT_IMAGES + 2
+    assert len(random_pipe._preprocessed_images) <= RECENT_IMAGES
+    assert results[-1] == results[0]
 
 
 def test_bad_images_are_named(random_pipe, tmp_path):

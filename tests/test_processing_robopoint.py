@@ -97,6 +97,26 @@ def test_text_with_placeholder_is_used_verbatim_and_counts_must_match():
         processor(images=[image] * 3, text=["a", "b"])
 
 
+def test_image_count_tokenizes_as_with_images_without_preprocessing_them():
+    """Pixel values computed once for several questions about one frame: each question's ids come from text alone."""
+    processor = tiny_processor()
+    image = Image.new("RGB", (30, 20), "red")
+    texts = ["Point to the mug.", "Find a few spots in the vacant area left of the red box."]
+    with_images = processor(images=[image, image], text=texts, return_tensors="pt")
+    counted = processor(text=texts, image_count=1, return_tensors="pt")
+    assert set(counted) == {"input_ids", "attention_mask"}
+    assert torch.equal(counted["input_ids"], with_images["input_ids"])
+    assert torch.equal(counted["attention_mask"], with_images["attention_mask"])
+    verbatim = "USER: <image>\nhi ASSISTANT:"
+    assert processor(text=verbatim, image_count=1)["input_ids"][0].tolist() == processor.tokenize_prompt(verbatim)
+    with pytest.raises(ValueError, match=r"1 <image> placeholder\(s\) \(per text: \[1\]\) but 2 image\(s\)"):
+        processor(text=verbatim, image_count=2)
+    with pytest.raises(ValueError, match="images or image_count, not both"):
+        processor(images=image, text=texts[0], image_count=1)
+    with pytest.raises(ValueError, match="image_count must be a non-negative integer, got -1"):
+        processor(text=texts[0], image_count=-1)
+
+
 def test_too_long_prompt_is_an_error_not_a_cut():
     processor = tiny_processor()
     long_text = "spot " * 600

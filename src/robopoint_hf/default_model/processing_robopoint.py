@@ -159,6 +159,7 @@ class RoboPointProcessor(ProcessorMixin):
         max_length: int | None = None,
         return_tensors: str | None = None,
         add_special_tokens: bool = True,
+        image_count: int | None = None,
         **kwargs,
     ) -> BatchFeature:
         r"""Tokenizes ``text`` and preprocesses ``images``.
@@ -172,6 +173,9 @@ class RoboPointProcessor(ProcessorMixin):
                 tokenizer's ``model_max_length``. Longer prompts raise instead of being cut (a cut inside the image
                 positions would silently corrupt the input).
             return_tensors (`str`, *optional*): ``"pt"`` or ``"np"``.
+            image_count (`int`, *optional*): instead of ``images``, how many images each text is for, when their
+                pixel values are computed elsewhere (once for several questions about one frame): the texts are
+                templated and checked as with that many images, and no ``pixel_values`` are returned.
 
         Returns:
             [`BatchFeature`] with ``input_ids``, ``attention_mask`` and, with images, ``pixel_values``.
@@ -190,7 +194,12 @@ class RoboPointProcessor(ProcessorMixin):
             return BatchFeature(dict(self.image_processor(self._flatten_images(images))), tensor_type=return_tensors)
         texts = [text] if isinstance(text, str) else list(text)
         image_list = self._flatten_images(images)
-        prompts = self._prompts_with_placeholders(texts, image_list)
+        if image_count is not None:
+            if image_list:
+                raise ValueError("Give images or image_count, not both.")
+            if isinstance(image_count, bool) or not isinstance(image_count, int) or image_count < 0:
+                raise ValueError(f"image_count must be a non-negative integer, got {image_count!r}.")
+        prompts = self._prompts_with_placeholders(texts, image_list or [None] * (image_count or 0) * len(texts))
         ids = [self.tokenize_prompt(prompt, add_special_tokens=add_special_tokens) for prompt in prompts]
         limit = max_length or getattr(self.tokenizer, "model_max_length", None) or 0
         if 0 < limit < 10**9:

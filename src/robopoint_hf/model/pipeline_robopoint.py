@@ -47,6 +47,11 @@ from .point_records import answer_records, drop_repeated_points, item_scores, ke
 from .points import DEFAULT_MAX_NEW_TOKENS, add_answer_format, parse_points
 from .templates import IMAGE_PLACEHOLDER
 
+RECENT_IMAGES = 4
+"""How many of a call's most recent distinct images keep their pixel values and features for reuse. Repeats come in
+runs (one frame asked several questions, the eval runner's batches of one image's questions), and a call over a long
+list of images must not hold every image's features until it returns."""
+
 TASK = "robopoint"
 
 # Every GenerationConfig attribute may be passed to the pipeline call directly (temperature=0.2, top_p=..., ...).
@@ -207,6 +212,8 @@ class RoboPointPipeline(Pipeline):
             )
         # (pixel_values row, projected features) of the images encoded during the current call.
         self._encoded_images: list[tuple[torch.Tensor, torch.Tensor]] = []
+        # (image input, loaded image, pixel values) of the images preprocessed during the current call.
+        self._preprocessed_images: list[tuple[Any, Any, torch.Tensor]] = []
 
     # ------------------------------------------------------------------ parameters
     def _sanitize_parameters(
@@ -266,6 +273,7 @@ class RoboPointPipeline(Pipeline):
             `dict` for a single input, `list[dict]` for list inputs (empty for empty lists).
         """
         self._encoded_images = []  # features are reused within one call only, so weights cannot change under them
+        self._preprocessed_images = []  # so are pixel values: an image object may be edited between calls
         one_image_many_questions = not isinstance(images, (list, tuple, dict)) and isinstance(text, (list, tuple))
         if one_image_many_questions and text and kwargs.get("batch_size") is None and self._batch_size is None:
             kwargs["batch_size"] = len(text)
@@ -312,17 +320,36 @@ class RoboPointPipeline(Pipeline):
             raise TypeError(f"The instruction must be a string, got {type(instruction).__name__}.")
         if answer_format and IMAGE_PLACEHOLDER not in instruction:
             instruction = add_answer_format(instruction)
-        image = load_image(inputs["image"])  # names the file or URL it cannot read
-        if self._native_llava and IMAGE_PLACEHOLDER not in instruction:
-            instruction = self.processor.apply_chat_template(
-                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}],
-                add_generation_prompt=True,
-            )
-        model_inputs = self.processor(images=image, text=instruction, return_tensors="pt")
+        # One image asked several questions in this call (the same object, or the same path or URL, in each input) is
+        # read and preprocessed once; only the text is tokenized per question.
+        source = inputs["image"]
+        known = next(
+            (
+                entry
+                for entry in self._preprocessed_images
+                if entry[0] is source or (isinstance(source, str) and entry[0] == source)
+            ),
+            None,
+        )
+        if known is not None:
+            _, image, pixel_values = known
+            model_inputs = self.processor(text=instruction, image_count=1, return_tensors="pt")
+        else:
+            image = load_image(source)  # names the file or URL it cannot read
+            if self._native_llava and IMAGE_PLACEHOLDER not in instruction:
+                instruction = self.processor.apply_chat_template(
+                    [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}],
+                    add_generation_prompt=True,
+                )
+            model_inputs = self.processor(images=image, text=instruction, return_tensors="pt")
+            pixel_values = model_inputs["pixel_values"]
+            if not self._native_llava:  # transformers' LlavaProcessor has no image_count
+                self._preprocessed_images.append((source, image, pixel_values))
+                del self._preprocessed_images[:-RECENT_IMAGES]
         return {
             "input_ids": model_inputs["input_ids"],
             "attention_mask": model_inputs["attention_mask"],
-            "pixel_values": model_inputs["pixel_values"],
+            "pixel_values": pixel_values,
             "image_size": image.size,
         }
 
@@ -400,8 +427,10 @@ class RoboPointPipeline(Pipeline):
 
     # ------------------------------------------------------------------ helpers
     def _image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Projected features per row; each distinct image of the current call goes through the vision tower once."""
+        """Projected features per row; an image already encoded in this call (one of the `RECENT_IMAGES`, or of this
+        batch) is not encoded again."""
         encoded = self._encoded_images
+        del encoded[:-RECENT_IMAGES]
         rows: list[int] = []
         pending: list[int] = []
         for pixels in pixel_values:
