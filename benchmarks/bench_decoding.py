@@ -108,6 +108,8 @@ def main() -> None:
         help="number of decoder layers of the --wide model (the 7B has 32; each adds ~0.8 GB and ~20 s a repeat)",
     )
     args = parser.parse_args()
+    if args.wide_layers < 1:
+        parser.error(f"--wide-layers must be at least 1, got {args.wide_layers}")
     torch.set_num_threads(2)
     model, _ = build_models()
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
