@@ -102,7 +102,7 @@ class AnswerGrammar:
         vocab_size (`int`, *optional*): width of the model's logits, which may exceed the tokenizer's vocabulary;
             the extra ids are never allowed.
         examples (`Sequence[str]`, *optional*): answers in the language; jump-forward drafts the tokens the tokenizer
-            writes them with (`forced_tokens`, `draft_tokens`), which are what a model trained on such answers writes.
+            writes them with (`draft_tokens`), which are what a model trained on such answers writes.
             `for_tokenizer` passes answers of `format_points`.
     """
 
@@ -134,7 +134,6 @@ class AnswerGrammar:
         for spelled, ids in by_bytes.items():
             if len(spelled) == 1:
                 self._one_byte[spelled[0]] = min(ids, key=lambda index: (index in self._byte_fallback, index))
-        self._forced: dict[int, tuple[int, ...]] = {}
         self._forced_texts: dict[int, bytes] = {}
         self._drafts: dict[int, tuple[int, ...]] = {}
         self._usual_next = self._tabulate_next_tokens(tokenizer, examples)
@@ -191,27 +190,16 @@ class AnswerGrammar:
             self._masks[state] = mask
         return mask
 
-    def forced_tokens(self, state: int) -> tuple[int, ...]:
-        """Tokens spelling the text the grammar forces from ``state`` (``.`` after ``0``, ``", "`` after a value).
-
-        The forced text is found byte by byte (every allowed token starts with the same byte, and the answer cannot
-        end there); it is then cut into the tokens the grammar's examples write there (elsewhere the longest allowed
-        ones), and cut short where the usual token would write more than the forced text (``),`` where ``)`` is
-        forced). Cached per state.
-        """
-        forced = self._forced.get(state)
-        if forced is None:
-            forced = self._forced[state] = self._tokens_for(state, self.forced_text(state))
-        return forced
-
     def draft_tokens(self, state: int) -> tuple[int, ...]:
-        """`forced_tokens`, continued through the `LIKELY_BRANCHES`: the text the answer most likely writes next.
+        """Tokens of the text the answer most likely writes next from ``state``: the `forced_text`, continued
+        through the `LIKELY_BRANCHES`.
 
-        After a y value the draft is ``), (0.`` (another point, its x below 1), where `forced_tokens` has nothing
-        (``),`` and ``)]`` are both allowed). The walk stops at a free digit or a choice outside `LIKELY_BRANCHES`,
-        and the text is cut into tokens as in `forced_tokens`. `jump_forward_generate` checks every drafted token against the
-        model's own choice, so a wrong guess (the last point's ``)]``, a ``1.000``) costs only the drafted positions
-        of one forward. Cached per state.
+        After a y value the draft is ``), (0.`` (another point, its x below 1), where the forced text is only ``)``.
+        The walk stops at a free digit or a choice outside `LIKELY_BRANCHES`; the text is cut into the tokens the
+        grammar's examples write there (elsewhere the longest allowed ones), and cut short where the usual token
+        would write more than the text. `jump_forward_generate` checks every drafted token against the model's own
+        choice, so a wrong guess (the last point's ``)]``, a ``1.000``) costs only the drafted positions of one
+        forward. Cached per state.
         """
         draft = self._drafts.get(state)
         if draft is None:
@@ -228,7 +216,9 @@ class AnswerGrammar:
         ]
 
     def forced_text(self, state: int) -> bytes:
-        """The text every answer writes next from ``state`` (cached per state); see `forced_tokens`."""
+        """The text every answer writes next from ``state``, found byte by byte while every allowed token starts
+        with the same byte and the answer cannot end there (``.`` after ``0``, ``", "`` after a value); cached per
+        state."""
         cached = self._forced_texts.get(state)
         if cached is None:
             cached = self._forced_texts[state] = self._walk_text(state, likely=False)
