@@ -140,3 +140,13 @@ def test_ctrl_c_is_one_line_and_exit_130(files):
         check_one_line(process, 130, "interrupted")
     finally:
         os.close(writer[0])
+
+
+def test_a_reader_that_went_away_ends_the_command_quietly_with_141():
+    """``robopoint predict ... | head``: once the reader of stdout is gone, the command ends as a Unix tool whose
+    reader went away (128 + SIGPIPE), with nothing on stderr."""
+    process = robopoint("predict", "--image", IMAGE, "--instruction", "Point at the free space.", "--json")
+    process.stdout.close()  # before the command writes: its first write finds no reader
+    err = process.stderr.read()
+    process.wait(timeout=300)
+    assert (process.returncode, err) == (141, "")

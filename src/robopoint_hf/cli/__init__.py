@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
-from .errors import UsageError, describe_error
+from .errors import EXIT_BROKEN_PIPE, UsageError, describe_error
 
 # Order is the order shown by `robopoint --help`.
 _VERB_MODULES = (
@@ -71,7 +72,8 @@ def _verb_name(argv: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs one ``robopoint`` command; returns its exit code (0, 1 runtime failure, 2 user error, 130 Ctrl-C)."""
+    """Runs one ``robopoint`` command; returns its exit code (0, 1 runtime failure, 2 user error, 130 Ctrl-C, 141
+    when the reader of stdout went away)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = DEBUG_FLAG in argv
     argv = [word for word in argv if word != DEBUG_FLAG]
@@ -84,7 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a reader that went away shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
     except Exception as error:  # one line naming the culprit; the traceback only when asked for
         if debug:
             raise
@@ -95,3 +101,12 @@ def main(argv: list[str] | None = None) -> int:
         code, message = describe_error(error)
     print(f"{_verb_name(argv)}: error: {message}", file=sys.stderr)
     return code
+
+
+def _reader_gone() -> int:
+    """``robopoint ... | head`` once head has read enough: end quietly, as Unix tools do. stdout now points at
+    /dev/null, so the interpreter's final flush of what is still buffered cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_BROKEN_PIPE

@@ -2,7 +2,8 @@
 
 Exit codes: 2 for a user error (a bad flag or flag combination, a missing or malformed file or record, an
 unreadable checkpoint, a Hub id that is not cached offline, a missing extra), 1 for a runtime failure (anything
-else, e.g. out of memory), 130 for Ctrl-C (128 + SIGINT, what shells report for an interrupted command). The
+else, e.g. out of memory), 130 for Ctrl-C (128 + SIGINT, what shells report for an interrupted command), 141 and no
+line when the reader of the output went away (128 + SIGPIPE, as ``yes | head`` ends). The
 verbs raise; :func:`robopoint_hf.cli.main` turns the exception into the line with :func:`describe_error`.
 """
 
@@ -10,11 +11,13 @@ from __future__ import annotations
 
 import errno
 
-__all__ = ["EXIT_INTERRUPTED", "EXIT_RUNTIME", "EXIT_USAGE", "UsageError", "describe_error"]
+__all__ = ["EXIT_BROKEN_PIPE", "EXIT_INTERRUPTED", "EXIT_RUNTIME", "EXIT_USAGE", "UsageError", "describe_error"]
 
 EXIT_USAGE = 2
 EXIT_RUNTIME = 1
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
+"""128 + SIGPIPE: what a shell reports for a Unix tool whose reader went away (``robopoint ... | head``)."""
 
 EXTRAS = {
     "trl": "train",
