@@ -90,7 +90,7 @@ def add_conversion_arguments(parser: argparse.ArgumentParser, exclude: tuple[str
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "convert",
-        help="Convert an original RoboPoint/LLaVA checkpoint to a transformers RoboPoint folder.",
+        help="convert an original RoboPoint/LLaVA checkpoint to a transformers RoboPoint folder",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -26,7 +26,7 @@ from .options import DeprecatedAlias
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "export",
-        help="Export a RoboPoint checkpoint (original, converted, merged, trained) as a plain LLaVA folder.",
+        help="export a RoboPoint checkpoint (original, converted, merged, trained) as a plain LLaVA folder",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -97,7 +97,7 @@ class MergeLoraArguments:
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "merge-lora",
-        help="Merge a LoRA adapter from `robopoint train --lora` into a full RoboPoint checkpoint.",
+        help="merge a LoRA adapter from `robopoint train --lora` into a full RoboPoint checkpoint",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -25,7 +25,7 @@ def add_parser(subparsers) -> None:
     # sub-parser hand every '--option' through untouched, '--help' included.
     parser = subparsers.add_parser(
         "train",
-        help="Fine-tune RoboPoint (full, LoRA or QLoRA) with TRL.",
+        help="fine-tune RoboPoint (full, LoRA or QLoRA) with TRL",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         prefix_chars="+",
