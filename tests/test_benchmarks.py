@@ -136,7 +136,7 @@ def test_leaderboard_command_joins_score_files_of_several_benchmarks(tmp_path, c
     # RoboPoint answers on Where2Place (the original score table's path) and Molmo answers on RefSpatial-Bench
     w2p = _answer_file(tmp_path / "robopoint.jsonl", answers["where2place"]["robopoint"]["texts"])
     argv = ["eval", "score", "--answers", w2p, "--data-dir", str(FIXTURES / "where2place")]
-    assert main([*argv, "--protocols", "strict", "original", "--json", str(tmp_path / "w2p.json")]) == 0
+    assert main([*argv, "--protocols", "strict", "original", "--json", str(tmp_path / "scores" / "w2p.json")]) == 0
     ids = [r.question_id for r in load_benchmark(BENCH / "refspatial")]
     ref = _answer_file(tmp_path / "molmo.jsonl", answers["refspatial"]["molmo"]["texts"], ids)
     argv = ["eval", "score", "--answers", ref, "--data-dir", str(BENCH / "refspatial"), "--answer-format", "molmo"]
@@ -144,12 +144,13 @@ def test_leaderboard_command_joins_score_files_of_several_benchmarks(tmp_path, c
     assert main([*argv, "--leaderboard", str(tmp_path / "direct")]) == 0
     capsys.readouterr()
 
-    files = [str(tmp_path / "w2p.json"), str(tmp_path / "ref.json")]
+    files = [str(tmp_path / "scores" / "w2p.json"), str(tmp_path / "ref.json")]
     board = tmp_path / "board"
     assert main(["eval", "leaderboard", *files, "--output-dir", str(board), "--bootstrap", "30"]) == 0
     assert "| molmo | refspatial | roborefer | all | 4 |" in capsys.readouterr().out
     rows = json.loads((board / "leaderboard.json").read_text())["rows"]
-    scores = {**json.loads((tmp_path / "w2p.json").read_text()), **json.loads((tmp_path / "ref.json").read_text())}
+    scores = {**json.loads((tmp_path / "scores" / "w2p.json").read_text())}
+    scores |= json.loads((tmp_path / "ref.json").read_text())
     for row in rows:
         result = scores[row["model"]][row["protocol"]]
         if row["category"] == "all":
@@ -167,6 +168,14 @@ def test_leaderboard_command_joins_score_files_of_several_benchmarks(tmp_path, c
     direct = json.loads((tmp_path / "direct" / "leaderboard.json").read_text())["rows"]
     assert [r for r in rows if r["benchmark"] == "refspatial"] == direct
     assert (board / "leaderboard.csv").read_text().startswith("model,benchmark,protocol,category")
+
+
+def test_a_score_file_that_cannot_be_written_stops_the_run_before_any_answer(tmp_path, capsys):
+    answers = tmp_path / "answers.jsonl"
+    argv = ["eval", "run", "--data-dir", str(FIXTURES / "where2place"), "--output", str(answers)]
+    assert main([*argv, "--json", str(tmp_path)]) == 2
+    assert f"--json {tmp_path} is a folder" in capsys.readouterr().err
+    assert not answers.exists()
 
 
 @pytest.mark.parametrize(

@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 
@@ -469,8 +470,6 @@ def run_score(args: argparse.Namespace) -> int:
 
 def run_leaderboard(args: argparse.Namespace) -> int:
     """``robopoint eval leaderboard``: score files -> one table; a bad file is a one-line error naming it."""
-    import os
-
     from robopoint_hf.evaluation.leaderboard import format_markdown, leaderboard_from_score_files, write_leaderboard
 
     folder = args.output_dir
@@ -529,8 +528,6 @@ def _run_endpoint(args: argparse.Namespace) -> int:
 
 def run_where2place(args: argparse.Namespace) -> int:
     """``robopoint eval where2place``: answer (resumably, sharded), merge, score."""
-    import os
-
     if args.endpoint is not None:
         return _run_endpoint(args)
     endpoint_only = [flag for flag in ("endpoint_model",) if getattr(args, flag) is not None]
@@ -605,4 +602,15 @@ def run(args: argparse.Namespace) -> int:
     if args.eval_command is None:
         args.eval_parser.print_help()
         return 2
+    _prepare_score_file(getattr(args, "json", None))
     return verbs[args.eval_command](args)
+
+
+def _prepare_score_file(path: str | None) -> None:
+    """Makes the folder of the ``--json`` file before anything runs: the file is written last, and a path that
+    cannot be written should fail in a second, not after the answers of a whole benchmark."""
+    if path is None:
+        return
+    if os.path.isdir(path):
+        raise UsageError(f"--json {path} is a folder; give the name of the file to write")
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)

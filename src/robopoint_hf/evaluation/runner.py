@@ -576,6 +576,10 @@ def format_score_table(
     lines.append("")
     lines.append("accuracy = mean over questions of the fraction of predicted points inside the free-space mask")
     lines.append(f"unparsed/empty: answers as read by the {protocols[0]!r} protocol's grammar")
+    if "original" in protocols:
+        lines.append(
+            "original: the original scorer's rules, which read every answer on a 640x480 image whatever its size"
+        )
     return "\n".join(lines)
 
 
