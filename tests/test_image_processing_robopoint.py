@@ -9,6 +9,7 @@ from PIL import Image
 from safetensors.numpy import load_file
 
 from robopoint_hf import RoboPointImageProcessor
+from robopoint_hf.model.image_processing_robopoint import load_image
 
 
 @pytest.mark.parametrize("name", ["sink.jpg", "synthetic_500x300.png"])
@@ -57,6 +58,18 @@ def test_batch_of_mixed_sizes_modes_and_types(tmp_path):
     Image.new("RGB", (50, 20), "blue").save(path)
     images = [Image.new("RGBA", (10, 90)), np.zeros((33, 44, 3), dtype=np.uint8), str(path)]
     assert RoboPointImageProcessor(size=28)(images, return_tensors="pt")["pixel_values"].shape == (3, 3, 28, 28)
+
+
+@pytest.mark.parametrize("shape", [(20, 30, 5), (2, 20, 30, 3), (0, 30, 3)])
+def test_arrays_that_are_no_image_are_named_by_their_shape(shape):
+    with pytest.raises(ValueError, match=rf"array of shape \({', '.join(map(str, shape))},?\)"):
+        RoboPointImageProcessor(size=28)(np.zeros(shape, dtype=np.uint8))
+
+
+@pytest.mark.parametrize("shape", [(20, 30), (20, 30, 1), (20, 30, 4), (3, 20, 30)])
+def test_grey_rgba_and_channels_first_arrays_are_images(shape):
+    image = load_image(np.zeros(shape, dtype=np.uint8))
+    assert image.size == (30, 20)
 
 
 def test_unreadable_files_are_named(tmp_path):

@@ -33,6 +33,11 @@ def load_image(image) -> Image.Image:
     if isinstance(image, np.ndarray):
         if image.ndim == 3 and image.shape[0] in (1, 3, 4) and image.shape[-1] not in (1, 3, 4):
             image = np.moveaxis(image, 0, -1)  # channels-first input
+        if not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (1, 3, 4))) or 0 in image.shape:
+            raise ValueError(
+                f"Cannot read an image from an array of shape {tuple(image.shape)}: expected H x W (grey), "
+                "H x W x 3 (RGB) or H x W x 4 (RGBA), channels last or first."
+            )
         if image.dtype != np.uint8:
             scale = 255.0 if image.dtype.kind == "f" and image.max(initial=0) <= 1.0 else 1.0
             image = np.clip(image * scale, 0, 255).astype(np.uint8)
