@@ -91,6 +91,16 @@ def test_unparseable_answer_is_reported_not_an_error(model_folder, capsys):
             "cannot write {folder}/no/dir/out.png: its folder does not exist",
             2,
         ),
+        (  # checked before the model is looked for: a typo costs no model load
+            ["--model", "{folder}/absent", "--image", "{folder}/frame.png", "--output", "{folder}/out.txt"],
+            "--output {folder}/out.txt: .txt is not an image format; use .png or .jpg",
+            2,
+        ),
+        (
+            ["--model", "{folder}/absent", "--image", "{folder}/frame.png", "--output", "{folder}"],
+            "--output {folder} is a folder; give the image file to write, e.g. annotated.png",
+            2,
+        ),
     ],
 )
 def test_bad_input_is_one_line_naming_it(model_folder, capsys, arguments, message, code):

@@ -141,6 +141,20 @@ def save_annotated(image, result: dict, path: str) -> None:
     draw_points(image, points, normalized=True, boxes=boxes, numbered=True).save(path)
 
 
+def check_image_output(path: str) -> None:
+    """Refuses, before the model runs, an ``--output`` that PIL could not write as an image."""
+    from PIL import Image
+
+    if os.path.isdir(path):
+        raise UsageError(f"--output {path} is a folder; give the image file to write, e.g. annotated.png")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise UsageError(f"cannot write {path}: its folder does not exist")
+    extension = os.path.splitext(path)[1].lower()
+    writable = {ext for ext, image_format in Image.registered_extensions().items() if image_format in Image.SAVE}
+    if extension not in writable:
+        raise UsageError(f"--output {path}: {extension or 'no extension'} is not an image format; use .png or .jpg")
+
+
 def run(args: argparse.Namespace) -> int:
     """Loads the model, predicts, prints; bad input is checked before the model loads, so a typo fails fast."""
     if args.model is None:
@@ -152,8 +166,8 @@ def run(args: argparse.Namespace) -> int:
 
     image = load_image(args.image)
     device = resolve_device(args.device)
-    if args.output and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
-        raise UsageError(f"cannot write {args.output}: its folder does not exist")
+    if args.output:
+        check_image_output(args.output)
     silence_progress_bars()
     pipe = load_pipeline(os.path.expanduser(args.model), device, args.dtype or DEFAULT_DTYPES[device], bits)
     result = pipe(
