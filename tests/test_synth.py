@@ -186,3 +186,22 @@ def test_command_line_restricts_object_counts_and_families(tmp_path, capsys):
     assert "object_colour" in capsys.readouterr().err
     assert main(["synth", "--n", "1", "--output-dir", str(tmp_path / "bad"), "--answer", "middle"]) == 2
     assert "unknown answer kind 'middle'; choose from points, centre" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--n", "-1"], "argument --n: must be an integer >= 0, got '-1'"),
+        (["--n", "1", "--split-eval", "-1"], "argument --split-eval: must be an integer >= 0, got '-1'"),
+        (["--n", "1", "--workers", "0"], "argument --workers: must be a positive integer, got '0'"),
+        (["--n", "1", "--questions-per-scene", "0"], "argument --questions-per-scene: must be a positive integer"),
+        (["--n", "1", "--objects", "3-1"], "argument --objects: need 1 <= min_objects <= max_objects <= 8, got 3, 1"),
+        (["--n", "1", "--image-size", "8x8"], "argument --image-size: image size must be within 32..1000 pixels"),
+    ],
+)
+def test_bad_counts_and_sizes_name_their_flag(tmp_path, capsys, flags, message):
+    from robopoint_hf.cli import main
+
+    assert main(["synth", *flags, "--output-dir", str(tmp_path / "out")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

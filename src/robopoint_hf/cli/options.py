@@ -41,6 +41,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
 @dataclass
 class ModelLoadingOptions:
     """How a verb that loads a model loads it (predict, eval run, demo); TRL ``ModelConfig``'s names."""

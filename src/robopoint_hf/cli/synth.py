@@ -24,9 +24,19 @@ import os
 from dataclasses import dataclass, field
 
 from .errors import UsageError
-from .options import add_dataclass_arguments, add_output_dir_arguments, output_dir
+from .options import add_dataclass_arguments, add_output_dir_arguments, non_negative_int, output_dir, positive_int
 
 __all__ = ["SynthArguments", "add_parser", "run"]
+
+
+def _checked(**fields) -> None:
+    """Raises ``SynthConfig``'s own complaint about these fields as the complaint about the flag being parsed."""
+    from robopoint_hf.synthetic.scenes import SynthConfig
+
+    try:
+        SynthConfig(**fields)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -34,6 +44,7 @@ def _image_size(text: str) -> tuple[int, int]:
         width, height = (int(part) for part in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"image size must look like 160x120, got {text!r}") from None
+    _checked(width=width, height=height)
     return width, height
 
 
@@ -42,6 +53,7 @@ def _object_range(text: str) -> tuple[int, int]:
         low, high = (int(part) for part in text.split("-"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"object counts must look like 2-5, got {text!r}") from None
+    _checked(min_objects=low, max_objects=high)
     return low, high
 
 
@@ -67,14 +79,18 @@ def _answer_kind(text: str) -> str:
 class SynthArguments:
     """The options of ``synth`` (the dataset folder is the shared ``--output-dir``)."""
 
-    n: int = field(metadata={"help": "number of training scenes"})
+    n: int = field(metadata={"help": "number of training scenes", "type": non_negative_int})
     seed: int = field(default=0, metadata={"help": "random seed; same seed -> byte-identical output"})
-    split_eval: int = field(default=0, metadata={"help": "evaluation questions (default 0)", "metavar": "M"})
-    workers: int = field(default=1, metadata={"help": "processes (the output does not depend on it)"})
+    split_eval: int = field(
+        default=0, metadata={"help": "evaluation questions (default 0)", "metavar": "M", "type": non_negative_int}
+    )
+    workers: int = field(
+        default=1, metadata={"help": "processes (the output does not depend on it)", "type": positive_int}
+    )
     image_size: tuple[int, int] = field(
         default=(160, 120), metadata={"help": "default 160x120", "type": _image_size, "metavar": "WxH"}
     )
-    questions_per_scene: int = field(default=1, metadata={"help": "training records per scene"})
+    questions_per_scene: int = field(default=1, metadata={"help": "training records per scene", "type": positive_int})
     objects: tuple[int, int] = field(
         default=(2, 5), metadata={"help": "default 2-5", "type": _object_range, "metavar": "MIN-MAX"}
     )
