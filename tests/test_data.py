@@ -230,3 +230,9 @@ def test_make_pointing_record_matches_the_released_format():
 def test_missing_json_file_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.json"):
         load_robopoint_dataset(tmp_path / "nope.json", DATA, cache_dir=tmp_path)
+
+
+def test_missing_image_folder_is_one_error_not_one_per_record(tmp_path, cache):
+    """Named once, before any record is read: with ``on_invalid="skip"`` it would otherwise skip every record."""
+    with pytest.raises(FileNotFoundError, match="image folder '.*no-images' does not exist"):
+        load_robopoint_dataset(RECORDS, tmp_path / "no-images", on_invalid="skip", cache_dir=cache)

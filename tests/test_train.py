@@ -339,3 +339,13 @@ def test_cli_hands_options_to_the_training_parser():
         ModelArguments()
     with pytest.raises(ValueError, match="needs --lora"):
         ModelArguments(model="m", load_in_4bit=True)
+    for lora in (dict(lora_r=0), dict(lora_alpha=0), dict(lora_dropout=1.0)):
+        with pytest.raises(ValueError, match="LoRA needs --lora-r >= 1, --lora-alpha > 0 and 0 <= --lora-dropout < 1"):
+            ModelArguments(model="m", lora=True, **lora)
+    for flag, settings in (
+        ("--per-device-train-batch-size", dict(per_device_train_batch_size=0)),
+        ("--gradient-accumulation-steps", dict(gradient_accumulation_steps=0)),
+        ("--learning-rate", dict(learning_rate=-1.0)),
+    ):
+        with pytest.raises(ValueError, match=flag):
+            RoboPointSFTConfig(output_dir="o", **settings)

@@ -143,6 +143,11 @@ class ModelArguments:
                 self.load_in_4bit or self.bits == 4,
                 self.load_in_8bit or self.bits == 8,
             )
+        if self.lora and (self.lora_r < 1 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1):
+            raise ValueError(
+                "LoRA needs --lora-r >= 1, --lora-alpha > 0 and 0 <= --lora-dropout < 1; got "
+                f"{self.lora_r}, {self.lora_alpha} and {self.lora_dropout}."
+            )
         if self.load_in_4bit and self.load_in_8bit:
             raise ValueError("--load-in-4bit and --load-in-8bit exclude each other; give one.")
         self.bits = 4 if self.load_in_4bit else 8 if self.load_in_8bit else None

@@ -412,6 +412,8 @@ def load_robopoint_dataset(
     json_path = Path(json_path)
     if not json_path.is_file():
         raise FileNotFoundError(f"RoboPoint data file {str(json_path)!r} does not exist")
+    if image_folder is not None and check_images and not Path(image_folder).is_dir():
+        raise FileNotFoundError(f"image folder {str(image_folder)!r} does not exist")
     if cache_dir is None:
         cache_dir = Path(datasets.config.HF_DATASETS_CACHE) / "robopoint_hf"
     key = _cache_key(json_path, image_folder, on_invalid, check_images)

@@ -132,6 +132,14 @@ class RoboPointSFTConfig(SFTConfig):
     )
 
     def __post_init__(self):
+        for flag, value in (
+            ("--per-device-train-batch-size", self.per_device_train_batch_size),
+            ("--gradient-accumulation-steps", self.gradient_accumulation_steps),
+        ):
+            if value < 1:
+                raise ValueError(f"{flag} must be a positive integer, got {value}")
+        if self.learning_rate < 0:
+            raise ValueError(f"--learning-rate must be >= 0, got {self.learning_rate}")
         if self.bf16 is None and not self.fp16:
             self.bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         if not torch.cuda.is_available():  # pinned host memory only speeds copies to a GPU; torch warns without one
