@@ -2,8 +2,9 @@
 
 Greedy, fp32, 2 threads, an answer forced to a fixed length (``min_new_tokens = max_new_tokens``). Variants, side
 by side in one run: the linear layers as plain ``nn.Linear`` on transformers' ``DynamicCache`` (the baseline: the
-code before `FewRowLinear` and `ChunkedDynamicCache`), `FewRowLinear` on ``DynamicCache``, the default
-(`FewRowLinear` on `ChunkedDynamicCache`, which appends in place), ``cache_implementation="static"``, and static
+code before `FewRowLinear` and `ChunkedDynamicCache`), `FewRowLinear` on MKL (its narrow layers without packed
+weights) on ``DynamicCache`` and on `ChunkedDynamicCache` (which appends in place), the default (`FewRowLinear` on
+oneDNN with packed weights, `ChunkedDynamicCache`), the default with ``cache_implementation="static"``, and static
 cache with the decode step compiled by transformers' own ``compile_config`` (``torch.compile`` only of the one-token
 step; the prefill runs eagerly). A decode step is timed from one call of the logits processors to the next, so the
 prefill and the image encoder are left out; the median step is reported. A hand-written loop (model forward +
@@ -164,35 +165,41 @@ def main() -> None:
     inputs = processor(images=image, text=QUESTIONS[0], return_tensors="pt")
     generate = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False)
     fast_rows = FewRowLinear.max_rows
-    variants = {  # name: (FewRowLinear.max_rows, generate arguments); 0 = plain nn.Linear
-        "nn.Linear layers, transformers' DynamicCache (before)": (0, dict(cache=DynamicCache)),
-        "FewRowLinear, transformers' DynamicCache": (fast_rows, dict(cache=DynamicCache)),
-        "default: FewRowLinear, ChunkedDynamicCache": (fast_rows, {}),
-        'FewRowLinear + cache_implementation="static"': (fast_rows, dict(cache_implementation="static")),
+    variants = {  # name: (FewRowLinear.max_rows, pack_narrow_weights, generate arguments); 0 = plain nn.Linear
+        "nn.Linear layers, transformers' DynamicCache (before)": (0, True, dict(cache=DynamicCache)),
+        "FewRowLinear on MKL (no packed weights), transformers' DynamicCache": (
+            fast_rows,
+            False,
+            dict(cache=DynamicCache),
+        ),
+        "FewRowLinear on MKL (no packed weights), ChunkedDynamicCache": (fast_rows, False, {}),
+        "default: FewRowLinear (oneDNN, packed weights), ChunkedDynamicCache": (fast_rows, True, {}),
+        'default + cache_implementation="static"': (fast_rows, True, dict(cache_implementation="static")),
     }
     if not args.no_compile:
         compile_config = CompileConfig(mode="default", fullgraph=False)
         compile_config._compile_all_devices = True  # transformers auto-compiles on accelerators only
-        variants["FewRowLinear + static + compiled decode step"] = (
+        variants["default + static + compiled decode step"] = (
             fast_rows,
+            True,
             dict(cache_implementation="static", compile_config=compile_config),
         )
 
     first_call, steps, totals, ids = {}, {}, {}, {}
     with torch.inference_mode():
-        for name, (rows, extra) in variants.items():
-            FewRowLinear.max_rows = rows
+        for name, (rows, pack, extra) in variants.items():
+            FewRowLinear.max_rows, FewRowLinear.pack_narrow_weights = rows, pack
             start = time.perf_counter()
             model.generate(**inputs, **{**generate, "max_new_tokens": 3, "min_new_tokens": 3}, **fresh(extra))
             first_call[name] = time.perf_counter() - start
         # Rounds over the variants, so that other jobs on the shared machine slow all of them alike.
         for _ in range(args.repeats):
-            for name, (rows, extra) in variants.items():
-                FewRowLinear.max_rows = rows
+            for name, (rows, pack, extra) in variants.items():
+                FewRowLinear.max_rows, FewRowLinear.pack_narrow_weights = rows, pack
                 durations, total, ids[name] = timed_answer(model, inputs, {**generate, **fresh(extra)})
                 steps.setdefault(name, []).extend(durations)
                 totals[name] = min(totals.get(name, float("inf")), total)
-        FewRowLinear.max_rows = fast_rows
+        FewRowLinear.max_rows, FewRowLinear.pack_narrow_weights = fast_rows, True
 
     print(f"mid-size random model, fp32 CPU, 2 threads, {args.new_tokens} forced new tokens, {args.repeats} rounds")
     print(

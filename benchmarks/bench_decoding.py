@@ -8,10 +8,10 @@ Each comparison runs ours and the baseline side by side in one process (fp32, CP
    (`SteerToAnswer`), so outputs are equal and only the decoding machinery differs;
 2. five questions about one image: five independent ``generate`` calls vs one call with ``share_prefix=True``
    (the questions packed on one copy of the prefix; identical tokens asserted), and one question with and without
-   ``share_prefix``. What a packed step costs over a one-row step is the linear layers' product on five rows
-   instead of one, which depends on the layers' width: ``--wide`` repeats it on decoder layers of the 7B's width
-   (hidden 4096, MLP 11008, the LM head 32000 x 4096), one by default; ``--wide-layers 4`` gives the decoder
-   layers a larger share of a step beside the LM head, nearer the 7B's 32 layers.
+   ``share_prefix``. What a packed step costs over a one-row step is mostly the linear layers' product on five
+   rows instead of one, whose kernel depends on the layers' width: ``--wide`` repeats it on decoder layers of the
+   7B's width (hidden 4096, MLP 11008, the LM head 32000 x 4096), one by default; ``--wide-layers 4`` gives the
+   decoder layers a larger share of a step beside the LM head, nearer the 7B's 32 layers.
 
     python benchmarks/bench_decoding.py [--repeats 3] [--wide] [--wide-layers 1]
 """

@@ -6,8 +6,10 @@ every greedy step has a top1-top2 margin >= 0.04, so greedy ids must match exact
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import pickle
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,8 @@ from conftest import (
 )
 from safetensors import safe_open
 from safetensors.torch import load_file
+
+from robopoint_hf.model import modeling_robopoint
 
 ATOL = 1e-4
 CASES = [
@@ -315,18 +319,22 @@ def test_original_only_arguments_are_rejected_elsewhere(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- FewRowLinear
-@pytest.mark.parametrize("in_features", [64, 2048])
+@pytest.mark.parametrize(("in_features", "pack"), [(64, True), (512, True), (512, False), (2048, True)])
 @pytest.mark.parametrize("rows", [1, 3, 8])
-def test_few_row_linear_equals_nn_linear_up_to_summation_order(monkeypatch, in_features, rows):
-    """Both kernels (MKL's ``W @ X^T`` below `onednn_min_in_features`, oneDNN from it) give ``nn.Linear``'s values
-    in ``nn.Linear``'s shape."""
+def test_few_row_linear_equals_nn_linear_up_to_summation_order(monkeypatch, in_features, pack, rows):
+    """Every kernel (oneDNN on the plain weight from `onednn_min_in_features`, on the weight packed in its layout
+    from `packed_min_in_features`, MKL's ``W @ X^T`` below that or with packing off) gives ``nn.Linear``'s values in
+    ``nn.Linear``'s shape."""
     from robopoint_hf.model import modeling_robopoint
     from robopoint_hf.model.modeling_robopoint import FewRowLinear
 
     calls = []
     onednn = modeling_robopoint._ONEDNN_LINEAR
     if onednn is not None:
-        monkeypatch.setattr(modeling_robopoint, "_ONEDNN_LINEAR", lambda *a: calls.append(1) or onednn(*a))
+        monkeypatch.setattr(
+            modeling_robopoint, "_ONEDNN_LINEAR", lambda *a: calls.append(a[1].is_mkldnn) or onednn(*a)
+        )
+    monkeypatch.setattr(FewRowLinear, "pack_narrow_weights", pack)
     torch.manual_seed(0)
     reference = torch.nn.Linear(in_features, 96, bias=False)
     layer = FewRowLinear(in_features, 96, bias=False)
@@ -336,7 +344,42 @@ def test_few_row_linear_equals_nn_linear_up_to_summation_order(monkeypatch, in_f
         ours, theirs = layer(inputs), reference(inputs)
     assert ours.shape == theirs.shape == (1, rows, 96)
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
-    assert bool(calls) == (onednn is not None and in_features >= FewRowLinear.onednn_min_in_features)
+    if onednn is None:
+        assert calls == []
+    elif in_features >= FewRowLinear.onednn_min_in_features:
+        assert calls == [False]  # the plain weight
+    else:
+        packed = pack and in_features >= FewRowLinear.packed_min_in_features
+        assert calls == ([True] if packed else [])  # the packed copy, or MKL
+
+
+@pytest.mark.skipif(modeling_robopoint._ONEDNN_PACK is None, reason="PyTorch built without oneDNN")
+def test_a_packed_weight_follows_every_change_of_the_weight():
+    """The packed copy is remade after an in-place write (``load_state_dict``, an optimizer step, a LoRA merge) and
+    after a new weight tensor; a module holding one still deep-copies and pickles."""
+    from robopoint_hf.model.modeling_robopoint import FewRowLinear
+
+    torch.manual_seed(0)
+    width = FewRowLinear.packed_min_in_features
+    layer = FewRowLinear(width, 16, bias=False)
+    inputs = torch.randn(2, width)
+
+    def check() -> None:
+        with torch.no_grad():
+            torch.testing.assert_close(layer(inputs), inputs @ layer.weight.t(), rtol=1e-5, atol=1e-5)
+
+    check()
+    layer.load_state_dict({"weight": torch.randn(16, width)})
+    check()
+    with torch.no_grad():
+        layer.weight.mul_(-2)
+    check()
+    layer.weight = torch.nn.Parameter(torch.randn(16, width))
+    check()
+    copied = copy.deepcopy(layer)
+    restored = pickle.loads(pickle.dumps(layer))
+    with torch.no_grad():
+        assert torch.equal(copied(inputs), layer(inputs)) and torch.equal(restored(inputs), layer(inputs))
 
 
 def test_few_row_linear_leaves_training_biases_and_long_inputs_to_nn_linear():

@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextvars
 import os
 import re
+import weakref
 
 import torch
 from torch import nn
@@ -102,16 +103,21 @@ class FewRowLinear(nn.Linear):
     A decoding step multiplies every weight matrix by one row per sequence (a few more with jump-forward drafts, a
     small batch or questions packed on a shared prefix). CPU BLAS (MKL) runs ``rows @ weight.T`` on 1 row as a
     matrix-vector product that reads the weight at a fraction of the memory bandwidth, and on 2-8 rows through a
-    general product that costs about one pass over the weight per row. Two kernels do better, each on its own
-    range of widths: for inputs narrower than `onednn_min_in_features`, MKL's ``weight @ rows.T`` (one row
-    doubled); from that width (the 7B's and 13B's layers), oneDNN's inner product, whose cost grows far less with
-    the number of rows than that of ``weight @ rows.T``. Measurements: ``docs/design/decoding.md``.
+    general product that costs about one pass over the weight per row. Three kernels do better, each on its own
+    range of input widths: from `onednn_min_in_features` (the 7B's and 13B's layers), oneDNN's inner product on the
+    plain weight; from `packed_min_in_features` below that, oneDNN's inner product on a copy of the weight in its
+    blocked layout (`pack_narrow_weights`), made at first use and again whenever the weight changes, because on the
+    plain weight oneDNN's per-call cost outweighs such layers; below that (the shipped tiny model), and without
+    oneDNN, MKL's ``weight @ rows.T`` (one row doubled). The copy doubles the memory of the packed layers only,
+    which RoboPoint's published checkpoints do not have. Measurements: ``docs/design/decoding.md``.
     The result equals ``nn.Linear``'s up to float summation order; training (autograd), other devices and dtypes,
     biases and longer inputs use ``nn.Linear``. ``FewRowLinear.max_rows = 0`` turns it off.
     """
 
     max_rows = 8
     onednn_min_in_features = 2048
+    packed_min_in_features = 512
+    pack_narrow_weights = True
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         rows = inputs.numel() // inputs.shape[-1]
@@ -126,12 +132,30 @@ class FewRowLinear(nn.Linear):
         ):
             return super().forward(inputs)
         flat = inputs.reshape(rows, inputs.shape[-1])
-        if self.in_features >= self.onednn_min_in_features and _ONEDNN_LINEAR is not None:
+        if _ONEDNN_LINEAR is not None and self.in_features >= self.onednn_min_in_features:
             outputs = _ONEDNN_LINEAR(flat, self.weight, None, "none", [], "")
+        elif (
+            _ONEDNN_LINEAR is not None
+            and _ONEDNN_PACK is not None
+            and self.pack_narrow_weights
+            and self.in_features >= self.packed_min_in_features
+        ):
+            outputs = _ONEDNN_LINEAR(flat, self._packed_weight(), None, "none", [], "")
         else:
             columns = torch.cat([flat, flat]) if rows == 1 else flat
             outputs = torch.mm(self.weight, columns.t()).t()[:rows].contiguous()
         return outputs.reshape(*inputs.shape[:-1], self.out_features)
+
+    def _packed_weight(self) -> torch.Tensor:
+        """The weight in oneDNN's blocked layout, packed again whenever the weight changed (a new tensor, or an
+        in-place write such as ``load_state_dict``, an optimizer step or a LoRA merge, which bump its version)."""
+        key = (self.weight.data_ptr(), self.weight._version)
+        cached = _PACKED_WEIGHTS.get(self)
+        if cached is None or cached[0] != key:
+            with torch.inference_mode(False):  # a plain tensor, usable outside inference mode too
+                cached = (key, _ONEDNN_PACK(self.weight.detach()))
+            _PACKED_WEIGHTS[self] = cached
+        return cached[1]
 
 
 def _onednn_linear():
@@ -145,7 +169,23 @@ def _onednn_linear():
         return None
 
 
+def _onednn_pack():
+    """oneDNN's reorder of a linear weight into its blocked layout, where this build has it; None elsewhere."""
+    if not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        return torch.ops.mkldnn._reorder_linear_weight.default
+    except (AttributeError, RuntimeError):
+        return None
+
+
 _ONEDNN_LINEAR = _onednn_linear()
+_ONEDNN_PACK = _onednn_pack()
+_PACKED_WEIGHTS: weakref.WeakKeyDictionary[FewRowLinear, tuple[tuple[int, int], torch.Tensor]] = (
+    weakref.WeakKeyDictionary()
+)
+"""Packed weights beside their modules rather than on them: oneDNN's opaque tensors cannot be deep-copied or
+pickled, and ``copy.deepcopy(model)`` or ``torch.save(model)`` must keep working."""
 
 
 def use_few_row_linears(module: nn.Module) -> None:
