@@ -395,3 +395,17 @@ def test_few_row_linear_leaves_training_biases_and_long_inputs_to_nn_linear():
         assert torch.equal(layer(many), expected(many, layer.weight))
         assert torch.equal(with_bias(few), expected(few, with_bias.weight, with_bias.bias))
         assert torch.equal(layer.double()(few.double()), expected(few.double(), layer.weight))
+
+
+@pytest.mark.slow  # one inductor compilation
+@pytest.mark.parametrize("in_features", [512, 2048])
+def test_few_row_linear_compiles(in_features):
+    """Under ``torch.compile`` the product stays on MKL: inductor lowers oneDNN's op only for frozen weights."""
+    from robopoint_hf.model.modeling_robopoint import FewRowLinear
+
+    torch.manual_seed(0)
+    layer = FewRowLinear(in_features, 16, bias=False)
+    inputs = torch.randn(1, 3, in_features)
+    with torch.no_grad():
+        compiled = torch.compile(layer)(inputs)
+    torch.testing.assert_close(compiled, inputs @ layer.weight.t(), rtol=1e-5, atol=1e-5)

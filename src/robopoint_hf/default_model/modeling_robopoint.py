@@ -132,10 +132,12 @@ class FewRowLinear(nn.Linear):
         ):
             return super().forward(inputs)
         flat = inputs.reshape(rows, inputs.shape[-1])
-        if _ONEDNN_LINEAR is not None and self.in_features >= self.onednn_min_in_features:
+        # torch.compile lowers oneDNN's op only for frozen (constant) weights; compiled, the product stays on MKL.
+        onednn = _ONEDNN_LINEAR is not None and not torch.compiler.is_compiling()
+        if onednn and self.in_features >= self.onednn_min_in_features:
             outputs = _ONEDNN_LINEAR(flat, self.weight, None, "none", [], "")
         elif (
-            _ONEDNN_LINEAR is not None
+            onednn
             and _ONEDNN_PACK is not None
             and self.pack_narrow_weights
             and self.in_features >= self.packed_min_in_features
