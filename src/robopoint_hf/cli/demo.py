@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from robopoint_hf.demo import DEFAULT_HOST, DEFAULT_MAX_FILE_SIZE, DEFAULT_PORT
 
 from .errors import UsageError
-from .listening import is_loopback, stop_on_sigterm
+from .listening import check_can_listen, is_loopback, stop_on_sigterm
 from .options import add_dataclass_arguments
 from .predict import DEFAULT_MODEL, add_loading_arguments, quantization_bits
 from .quiet import silence_progress_bars
@@ -120,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
             if path.startswith(("/", ".", "~")) and not os.path.isdir(path):
                 raise FileNotFoundError(f"model folder not found for {label!r}: {path}")
     import gradio  # noqa: F401  (a missing extra fails with the install hint before any model loads)
+
+    check_can_listen(args.host, args.port)
 
     from robopoint_hf.demo.app import build_demo, gradio_temp_dir, launch_demo
 

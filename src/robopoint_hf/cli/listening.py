@@ -1,14 +1,29 @@
-"""What the verbs that listen on a port share (``demo``, ``serve``): the loopback check behind their warning, and
-SIGTERM handled as Ctrl-C."""
+"""What the verbs that listen on a port share (``demo``, ``serve``): the check that the address is free before any
+model loads, the loopback check behind their warning, and SIGTERM handled as Ctrl-C."""
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
 import signal
+import socket
 from collections.abc import Iterator
 
-__all__ = ["is_loopback", "stop_on_sigterm"]
+from .errors import UsageError
+
+__all__ = ["check_can_listen", "is_loopback", "stop_on_sigterm"]
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """Fails at once, naming the address, where the server could not listen: before the models load, not after."""
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port must be in 0..65535, got {port}")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise UsageError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
 
 
 def is_loopback(host: str) -> bool:

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 from dataclasses import dataclass, field
 
 from robopoint_hf.dtypes import DEFAULT_DTYPES
 from robopoint_hf.inference.server import DEFAULT_BATCH_TIMEOUT, DEFAULT_HOST, DEFAULT_MAX_BATCH_SIZE, DEFAULT_PORT
 
 from .errors import UsageError
-from .listening import is_loopback, stop_on_sigterm
+from .listening import check_can_listen, is_loopback, stop_on_sigterm
 from .options import add_dataclass_arguments, positive_int
 from .predict import DEFAULT_MODEL, add_loading_arguments, quantization_bits, resolve_device
 from .quiet import silence_progress_bars
@@ -82,24 +81,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
-def check_can_listen(host: str, port: int) -> None:
-    """Fails at once, naming the address, where the server could not listen: before the model loads, not after."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
-        try:
-            probe.bind((host, port))
-        except OSError as error:
-            raise UsageError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
-
-
 def run(args: argparse.Namespace) -> int:
     """Loads the model, then serves until Ctrl-C or SIGTERM (exit code 130, after closing the socket)."""
     if args.model is None:
         raise UsageError("--model is required (this build ships no default model)")
     if args.batch_timeout < 0:
         raise UsageError(f"--batch-timeout must be >= 0 seconds, got {args.batch_timeout}")
-    if not 0 <= args.port <= 65535:
-        raise UsageError(f"--port must be in 0..65535, got {args.port}")
     bits = quantization_bits(args)
     check_can_listen(args.host, args.port)
     device = resolve_device(args.device)
