@@ -252,6 +252,7 @@ def test_invalid_inputs_raise_one_clear_error():
         (dict(intrinsics=[150.0, 150.0]), "3x3 matrix"),
         (dict(points=[(-5, 60), (80, 500)]), r"no point is usable.*outside image"),
         (dict(points=[]), "no points"),
+        (dict(points=[], normalized=None), "no points"),  # an empty answer needs no normalized= to say so
         (dict(kind="shelf"), "kind must be"),
         (dict(depth_scale=-1.0), "depth_scale"),
         (dict(camera_to_base=np.eye(3)), "4x4"),
@@ -263,6 +264,8 @@ def test_invalid_inputs_raise_one_clear_error():
         arguments = dict(points=point, depth=depth, intrinsics=K, normalized=False) | overrides
         with pytest.raises(ValueError, match=message):
             place_target(**arguments)
+    with pytest.raises(TypeError, match="got str"):  # the answer's text, not its points
+        place_target("[(0.5, 0.5)]", depth, K, normalized=True)
 
 
 def test_degenerate_planes_are_reported():

@@ -206,8 +206,12 @@ def as_point_array(points: Any, normalized: bool | None) -> tuple[np.ndarray, bo
     ``.normalized``, used only when the caller did not say), or the pipeline's point records
     (``{"x": 0.461, "y": 0.527, "x_px": 295, ...}``, whose ``x``/``y`` are normalized).
     """
+    if isinstance(points, (str, bytes)):  # an answer's text: parse it first (`parse_points`)
+        raise TypeError(f"points must be point records, (x, y) pairs or an (N, 2) array, got {type(points).__name__}")
     items = points if isinstance(points, np.ndarray) else list(points)
-    if len(items) and isinstance(items[0], Mapping):
+    if len(items) == 0:  # an answer without points: nothing to misread, whatever the coordinates would have been
+        return np.zeros((0, 2), dtype=np.float64), True if normalized is None else normalized
+    if isinstance(items[0], Mapping):
         if normalized is False:
             raise ValueError("pipeline point records hold normalized x, y; leave normalized out or pass True")
         rows = []
@@ -216,7 +220,7 @@ def as_point_array(points: Any, normalized: bool | None) -> tuple[np.ndarray, bo
                 raise ValueError(f"point record {index} has no 'x' and 'y' (got {record!r})")
             rows.append((float(record["x"]), float(record["y"])))
         return np.array(rows, dtype=np.float64).reshape(-1, 2), True
-    if len(items) == 0 or not hasattr(items[0], "x"):
+    if not hasattr(items[0], "x"):
         if normalized is None:
             raise ValueError("pass normalized=True (0-1 coordinates) or normalized=False (pixels) for plain points")
         return np.asarray(items, dtype=np.float64).reshape(-1, 2), normalized
