@@ -119,9 +119,17 @@ def _decode_image(url: Any) -> Image.Image:
     if not header.endswith(";base64"):
         raise RequestError(400, "image_url: only base64 data: URLs are supported (data:image/...;base64,...)")
     try:
-        with Image.open(io.BytesIO(base64.b64decode(payload, validate=True))) as opened:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise RequestError(400, f"image_url: the data: URL is not valid base64 ({error})") from error
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
             return opened.convert("RGB")  # decoded now: a broken image fails this request, not its batch
-    except (binascii.Error, ValueError, OSError, Image.DecompressionBombError) as error:
+    except Image.UnidentifiedImageError:
+        raise RequestError(
+            400, f"image_url: not a readable image ({len(data)} bytes in no format PIL reads)"
+        ) from None
+    except (ValueError, OSError, Image.DecompressionBombError) as error:
         raise RequestError(400, f"image_url: not a readable image ({error})") from error
 
 
