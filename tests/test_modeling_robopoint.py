@@ -124,6 +124,9 @@ def test_placeholder_and_feature_count_mismatch_is_a_clear_error():
         model(input_ids=input_ids, pixel_values=torch.zeros(1, 3, 28, 28))
     with pytest.raises(ValueError, match="no image placeholder"):
         model(input_ids=torch.tensor([[1, 5, 6]]), pixel_values=torch.zeros(1, 3, 28, 28))
+    # placeholders without their image: an error, not the text model reading placeholder embeddings
+    with pytest.raises(ValueError, match="hold 3 image positions .* but no pixel_values or image_features"):
+        model.generate(input_ids=input_ids, max_new_tokens=2)
 
 
 def test_vision_feature_layer_counted_from_either_end_selects_the_same_states():

@@ -274,6 +274,11 @@ class RoboPointModel(RoboPointPreTrainedModel, LlavaModel):
                     f"{self.config.image_seq_length}); every <image> in the text needs exactly one image."
                 )
             inputs_embeds = inputs_embeds.masked_scatter(image_mask.unsqueeze(-1).to(inputs_embeds.device), features)
+        elif image_mask.any() and not _continues_a_sequence(kwargs):
+            raise ValueError(
+                f"input_ids hold {int(image_mask.sum())} image positions (id {self.config.image_token_id}) but no "
+                "pixel_values or image_features were given; pass the processor's pixel_values with its input_ids."
+            )
         elif self.training and _zero3_enabled():
             # Under DeepSpeed ZeRO-3 every rank must run the same modules (their weights are gathered collectively):
             # a text-only batch still runs the vision tower, on a blank image, and adds its features times zero.
@@ -286,6 +291,13 @@ class RoboPointModel(RoboPointPreTrainedModel, LlavaModel):
         )
         image_outputs = mm_encoder_outputs.get("image") if mm_encoder_outputs else None
         return LlavaModelOutputWithPast(**outputs, image_outputs=image_outputs)
+
+
+def _continues_a_sequence(kwargs: dict) -> bool:
+    """Whether this forward extends a cache that already holds positions (a decoding step), where the image was
+    given with the prompt and is not given again."""
+    cache = kwargs.get("cache", kwargs.get("past_key_values"))
+    return cache is not None and cache.get_seq_length() > 0
 
 
 def _zero3_enabled() -> bool:
