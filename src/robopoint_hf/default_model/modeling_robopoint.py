@@ -160,29 +160,20 @@ class FewRowLinear(nn.Linear):
         return cached[1]
 
 
-def _onednn_linear():
-    """oneDNN's inner product on a plain float weight (the op PyTorch's CPU compiler emits), where this build has
-    it; None elsewhere (FewRowLinear then uses MKL's product at every width)."""
+def _onednn_op(name: str):
+    """A oneDNN op of PyTorch's CPU compiler where this build has it, None elsewhere (`FewRowLinear` then uses
+    MKL's product). ``_linear_pointwise``: the inner product, on a plain float weight or a packed one;
+    ``_reorder_linear_weight``: the packing of a weight into oneDNN's blocked layout."""
     if not torch.backends.mkldnn.is_available():
         return None
     try:
-        return torch.ops.mkldnn._linear_pointwise.default
+        return getattr(torch.ops.mkldnn, name).default
     except (AttributeError, RuntimeError):
         return None
 
 
-def _onednn_pack():
-    """oneDNN's reorder of a linear weight into its blocked layout, where this build has it; None elsewhere."""
-    if not torch.backends.mkldnn.is_available():
-        return None
-    try:
-        return torch.ops.mkldnn._reorder_linear_weight.default
-    except (AttributeError, RuntimeError):
-        return None
-
-
-_ONEDNN_LINEAR = _onednn_linear()
-_ONEDNN_PACK = _onednn_pack()
+_ONEDNN_LINEAR = _onednn_op("_linear_pointwise")
+_ONEDNN_PACK = _onednn_op("_reorder_linear_weight")
 _PACKED_WEIGHTS: weakref.WeakKeyDictionary[FewRowLinear, tuple[tuple[int, int], torch.Tensor]] = (
     weakref.WeakKeyDictionary()
 )
