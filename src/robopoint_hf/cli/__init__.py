@@ -106,7 +106,11 @@ def main(argv: list[str] | None = None) -> int:
 def _reader_gone() -> int:
     """``robopoint ... | head`` once head has read enough: end quietly, as Unix tools do. stdout now points at
     /dev/null, so the interpreter's final flush of what is still buffered cannot fail again."""
+    try:
+        stdout = sys.stdout.fileno()
+    except (OSError, ValueError):  # not a file (main() called in-process with a captured stdout): nothing to flush
+        return EXIT_BROKEN_PIPE
     devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    os.dup2(devnull, stdout)
     os.close(devnull)
     return EXIT_BROKEN_PIPE
