@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import json
+import socket
 import sys
 from pathlib import Path
 
@@ -165,6 +166,15 @@ def assemble_fixture_model(name: str):
         weights["model.vision_tower." + key.removeprefix("vision_model.")] = tensor
     model.load_state_dict({key: tensor.float() for key, tensor in weights.items()}, strict=True)
     return model.float().eval()
+
+
+@pytest.fixture
+def port_in_use():
+    """A loopback port another socket listens on, for the listening verbs' "address in use" error."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield taken.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

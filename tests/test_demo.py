@@ -223,18 +223,13 @@ def test_cli_model_specs():
     assert demo_command.parse_model_specs(specs) == {"13B": "./a", "b": "./runs/b/", "b (2)": "b", "weird": "name=c"}
 
 
-def test_cli_a_port_in_use_fails_before_the_models_load(monkeypatch, capsys):
+def test_cli_a_port_in_use_fails_before_the_models_load(monkeypatch, capsys, port_in_use):
     import robopoint_hf.demo.app as demo_module
 
     monkeypatch.setattr(demo_module, "build_demo", lambda *a, **k: pytest.fail("the models were loaded"))
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        assert main(["demo", "--port", str(port)]) == 2
-    assert (
-        capsys.readouterr().err
-        == f"robopoint demo: error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    assert main(["demo", "--port", str(port_in_use)]) == 2
+    assert capsys.readouterr().err == (
+        f"robopoint demo: error: cannot listen on 127.0.0.1:{port_in_use}: Address already in use\n"
     )
 
 

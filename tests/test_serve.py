@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -183,14 +182,11 @@ def test_shutdown_writes_the_answers_of_requests_in_flight(pipe, monkeypatch):
         assert response.result().json()["usage"]["completion_tokens"] == 8
 
 
-def test_a_port_in_use_fails_before_the_model_loads(capsys):
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        assert main(["serve", "--port", str(port)]) == 2
+def test_a_port_in_use_fails_before_the_model_loads(capsys, port_in_use):
+    assert main(["serve", "--port", str(port_in_use)]) == 2
     assert (
-        f"robopoint serve: error: cannot listen on 127.0.0.1:{port}: Address already in use" in capsys.readouterr().err
+        f"robopoint serve: error: cannot listen on 127.0.0.1:{port_in_use}: Address already in use"
+        in capsys.readouterr().err
     )
 
 
